@@ -1,0 +1,47 @@
+/** Building padded token batches from ragged prompts. */
+import { fail } from '../errors.js';
+import type { TokenBatch } from '../models/transformer.js';
+
+export type PaddingSide = 'right' | 'left';
+
+export function padBatch(seqs: readonly (readonly number[])[], side: PaddingSide = 'right', padId = 0): TokenBatch {
+  if (seqs.length === 0) fail('empty input: no prompts given');
+  const T = Math.max(...seqs.map((s) => s.length));
+  if (T === 0) fail('empty input: a prompt has no tokens');
+  const batch = seqs.length;
+  const ids = new Int32Array(batch * T).fill(padId);
+  const mask = new Int32Array(batch * T);
+  seqs.forEach((s, b) => {
+    const off = b * T + (side === 'left' ? T - s.length : 0);
+    for (let i = 0; i < s.length; i++) {
+      ids[off + i] = s[i];
+      mask[off + i] = 1;
+    }
+  });
+  return { ids, mask, batch, seqLen: T };
+}
+
+/** The real (unpadded) tokens of prompt b. */
+export function promptTokens(tokens: TokenBatch, b: number): number[] {
+  const out: number[] = [];
+  for (let t = 0; t < tokens.seqLen; t++) {
+    const i = b * tokens.seqLen + t;
+    if (tokens.mask[i]) out.push(tokens.ids[i]);
+  }
+  return out;
+}
+
+/** Index of the last real token of each prompt (final position for metrics and `run`). */
+export function lastPositions(tokens: TokenBatch): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < tokens.batch; b++) {
+    let last = -1;
+    for (let t = 0; t < tokens.seqLen; t++) if (tokens.mask[b * tokens.seqLen + t]) last = t;
+    out.push(last);
+  }
+  return out;
+}
+
+export function isTokenBatch(x: unknown): x is TokenBatch {
+  return typeof x === 'object' && x !== null && 'ids' in x && 'mask' in x && 'seqLen' in x;
+}

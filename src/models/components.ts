@@ -1,0 +1,168 @@
+/**
+ * The pieces of a transformer block as plain tf functions. Each one fires its TransformerLens hook
+ * points through `ctx.hook`, which returns the (possibly replaced) activation. Whether hooks are
+ * registered or not, exactly the same ops run, so forward values do not depend on hooking.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { ActivationKind, ModelConfig } from './config.js';
+
+export interface BlockContext {
+  cfg: ModelConfig;
+  /** Fire hook `name` on `x`; returns x or a replacement of the same shape. */
+  hook<T extends tf.Tensor>(name: string, x: T): T;
+  /** True when some consumer asked for this (opt-in) hook. */
+  wants(name: string): boolean;
+  param(name: string): tf.Tensor;
+  maybeParam(name: string): tf.Tensor | undefined;
+}
+
+/** Apply x·W (+ b) on the last axis of a [..., in] tensor with W stored [in, out]. */
+export function linear(x: tf.Tensor, W: tf.Tensor, b?: tf.Tensor): tf.Tensor {
+  const inDim = x.shape[x.rank - 1]!;
+  const lead = x.shape.slice(0, -1) as number[];
+  const y = tf.matMul(x.reshape([-1, inDim]) as tf.Tensor2D, W as tf.Tensor2D);
+  const yb = b ? tf.add(y, b) : y;
+  return yb.reshape([...lead, W.shape[1]!]);
+}
+
+/** LayerNorm / RMSNorm with TransformerLens hooks `{prefix}.hook_scale` and `.hook_normalized`. */
+export function applyNorm(ctx: BlockContext, x: tf.Tensor, prefix: string): tf.Tensor {
+  const { cfg } = ctx;
+  const w = ctx.param(`${prefix}.w`);
+  const h = cfg.hookPrefix + prefix;
+  if (cfg.norm === 'layernorm') {
+    const centred = tf.sub(x, tf.mean(x, -1, true));
+    const scale = ctx.hook(`${h}.hook_scale`, tf.sqrt(tf.add(tf.mean(tf.square(centred), -1, true), cfg.normEps)));
+    const b = ctx.maybeParam(`${prefix}.b`);
+    const scaled = tf.mul(tf.div(centred, scale), w);
+    return ctx.hook(`${h}.hook_normalized`, b ? tf.add(scaled, b) : scaled);
+  }
+  // RMSNorm: TransformerLens hooks the normalised value before the weight.
+  const scale = ctx.hook(`${h}.hook_scale`, tf.sqrt(tf.add(tf.mean(tf.square(x), -1, true), cfg.normEps)));
+  const normalized = ctx.hook(`${h}.hook_normalized`, tf.div(x, scale));
+  return tf.mul(normalized, w);
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+export function activation(kind: ActivationKind, x: tf.Tensor): tf.Tensor {
+  switch (kind) {
+    case 'gelu_new': {
+      // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), SQRT_2_OVER_PI);
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+    }
+    case 'gelu':
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+    case 'silu':
+      return tf.mul(x, tf.sigmoid(x));
+    case 'relu':
+      return tf.relu(x);
+  }
+}
+
+/** Rotary tables for positions [b, T]: cos and sin of shape [b, T, 1, rotaryDim] (rotate-half layout). */
+export function ropeTables(cfg: ModelConfig, positions: Int32Array, b: number, T: number): { cos: tf.Tensor; sin: tf.Tensor } {
+  const rd = cfg.rotaryDim;
+  const half = rd / 2;
+  const invFreq = new Float32Array(half);
+  for (let i = 0; i < half; i++) invFreq[i] = 1 / Math.pow(cfg.ropeTheta, (2 * i) / rd);
+  const cos = new Float32Array(b * T * rd);
+  const sin = new Float32Array(b * T * rd);
+  for (let r = 0; r < b * T; r++) {
+    const p = positions[r];
+    for (let i = 0; i < half; i++) {
+      // float32 product, as HF computes freqs = position * inv_freq in float32.
+      const angle = Math.fround(p * invFreq[i]);
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      cos[r * rd + i] = c;
+      cos[r * rd + i + half] = c;
+      // rotate_half(x) = [-x2, x1]; folding the sign into sin lets us use a plain half swap.
+      sin[r * rd + i] = -s;
+      sin[r * rd + i + half] = s;
+    }
+  }
+  return { cos: tf.tensor4d(cos, [b, T, 1, rd]), sin: tf.tensor4d(sin, [b, T, 1, rd]) };
+}
+
+/** Rotate q or k [b, T, h, dh] with HF rotate-half RoPE on the first rotaryDim dims. */
+export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, rotaryDim: number): tf.Tensor {
+  const dh = x.shape[3]!;
+  const half = rotaryDim / 2;
+  const rot = rotaryDim === dh ? x : x.slice([0, 0, 0, 0], [-1, -1, -1, rotaryDim]);
+  const [x1, x2] = tf.split(rot, [half, half], 3);
+  const swapped = tf.concat([x2, x1], 3);
+  const rotated = tf.add(tf.mul(rot, cos), tf.mul(swapped, sin));
+  if (rotaryDim === dh) return rotated;
+  return tf.concat([rotated, x.slice([0, 0, 0, rotaryDim], [-1, -1, -1, dh - rotaryDim])], 3);
+}
+
+export interface AttentionInputs {
+  /** Additive mask [b, 1, T, T]: 0 where attention is allowed, a large negative number elsewhere. */
+  maskBias: tf.Tensor;
+  rope?: { cos: tf.Tensor; sin: tf.Tensor };
+}
+
+/** Multi-head attention (MHA / GQA / MQA) with TransformerLens hooks; returns hook_attn_out. */
+export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: AttentionInputs): tf.Tensor {
+  const { cfg } = ctx;
+  const p = `${cfg.hookPrefix}blocks.${l}.attn.`;
+  const w = `blocks.${l}.attn.`;
+  const [b, T] = x.shape as [number, number, number];
+  const { nHeads: H, nKvHeads: K, dHead: dh } = cfg;
+
+  let q = ctx.hook(p + 'hook_q', linear(x, ctx.param(w + 'W_Q'), ctx.maybeParam(w + 'b_Q')).reshape([b, T, H, dh]));
+  let k = ctx.hook(p + 'hook_k', linear(x, ctx.param(w + 'W_K'), ctx.maybeParam(w + 'b_K')).reshape([b, T, K, dh]));
+  const v = ctx.hook(p + 'hook_v', linear(x, ctx.param(w + 'W_V'), ctx.maybeParam(w + 'b_V')).reshape([b, T, K, dh]));
+  if (inp.rope) {
+    q = ctx.hook(p + 'hook_rot_q', applyRope(q, inp.rope.cos, inp.rope.sin, cfg.rotaryDim));
+    k = ctx.hook(p + 'hook_rot_k', applyRope(k, inp.rope.cos, inp.rope.sin, cfg.rotaryDim));
+  }
+  // Heads first; keys pre-transposed to [.., dh, T] so the score matmul needs no transposed operand.
+  const qh = tf.transpose(q, [0, 2, 1, 3]);
+  let kh = tf.transpose(k, [0, 2, 3, 1]);
+  let vh = tf.transpose(v, [0, 2, 1, 3]);
+  if (K !== H) {
+    // GQA: query head j reads kv head floor(j / (H/K)), as HF's repeat_kv.
+    const rep = H / K;
+    kh = tf.tile(kh.reshape([b, K, 1, dh, T]), [1, 1, rep, 1, 1]).reshape([b, H, dh, T]);
+    vh = tf.tile(vh.reshape([b, K, 1, T, dh]), [1, 1, rep, 1, 1]).reshape([b, H, T, dh]);
+  }
+  const raw = tf.matMul(qh.reshape([b * H, T, dh]), kh.reshape([b * H, dh, T])).reshape([b, H, T, T]);
+  const scores = ctx.hook(p + 'hook_attn_scores', tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), inp.maskBias));
+  const pattern = ctx.hook(p + 'hook_pattern', tf.softmax(scores, -1));
+  const zh = tf.matMul(pattern.reshape([b * H, T, T]), vh.reshape([b * H, T, dh])).reshape([b, H, T, dh]);
+  const z = ctx.hook(p + 'hook_z', tf.transpose(zh, [0, 2, 1, 3]));
+  const W_O = ctx.param(w + 'W_O');
+  const b_O = ctx.maybeParam(w + 'b_O');
+  let out: tf.Tensor;
+  if (ctx.wants(p + 'hook_result')) {
+    // Per-head writes into the residual stream: result[b,t,h,:] = z[b,t,h,:] · W_O[h].
+    const zByHead = tf.transpose(z.reshape([b * T, H, dh]), [1, 0, 2]);
+    const perHead = tf.matMul(zByHead, W_O.reshape([H, dh, cfg.dModel]));
+    const result = ctx.hook(p + 'hook_result', tf.transpose(perHead, [1, 0, 2]).reshape([b, T, H, cfg.dModel]));
+    out = tf.sum(result, 2);
+    if (b_O) out = tf.add(out, b_O);
+  } else {
+    out = linear(z.reshape([b, T, H * dh]), W_O, b_O);
+  }
+  return out;
+}
+
+/** MLP (standard or gated) with hooks mlp.hook_pre[, hook_pre_linear], mlp.hook_post. */
+export function mlp(ctx: BlockContext, x: tf.Tensor, l: number): tf.Tensor {
+  const { cfg } = ctx;
+  const p = `${cfg.hookPrefix}blocks.${l}.mlp.`;
+  const w = `blocks.${l}.mlp.`;
+  let post: tf.Tensor;
+  if (cfg.mlp === 'gated') {
+    const pre = ctx.hook(p + 'hook_pre', linear(x, ctx.param(w + 'W_gate'), ctx.maybeParam(w + 'b_gate')));
+    const preLinear = ctx.hook(p + 'hook_pre_linear', linear(x, ctx.param(w + 'W_in'), ctx.maybeParam(w + 'b_in')));
+    post = ctx.hook(p + 'hook_post', tf.mul(activation(cfg.act, pre), preLinear));
+  } else {
+    const pre = ctx.hook(p + 'hook_pre', linear(x, ctx.param(w + 'W_in'), ctx.maybeParam(w + 'b_in')));
+    post = ctx.hook(p + 'hook_post', activation(cfg.act, pre));
+  }
+  return linear(post, ctx.param(w + 'W_out'), ctx.maybeParam(w + 'b_out'));
+}

@@ -1,0 +1,92 @@
+/** GPT-2 (GPT2LMHeadModel): LayerNorm, learned positions, GELU MLP, Conv1D weights already [in, out]. */
+import { fail } from '../../errors.js';
+import type { ModelConfig, ActivationKind } from '../config.js';
+import { slice1d, sliceColumns, take, transpose2d, type WeightMap } from '../weights.js';
+
+type Json = Record<string, unknown>;
+
+function activation(name: unknown, source: string): ActivationKind {
+  switch (name ?? 'gelu_new') {
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+    case 'gelu_fast':
+      return 'gelu_new';
+    case 'gelu':
+      return 'gelu';
+    case 'relu':
+      return 'relu';
+    case 'silu':
+    case 'swish':
+      return 'silu';
+    default:
+      fail(`${source}: unsupported activation_function '${String(name)}'`);
+  }
+}
+
+export function gpt2Config(json: Json, source: string): ModelConfig {
+  const d = Number(json.n_embd);
+  const nHeads = Number(json.n_head);
+  return {
+    architecture: 'gpt2',
+    nLayers: Number(json.n_layer),
+    dModel: d,
+    nHeads,
+    nKvHeads: nHeads,
+    dHead: d / nHeads,
+    dMlp: json.n_inner != null ? Number(json.n_inner) : 4 * d,
+    dVocab: Number(json.vocab_size),
+    nCtx: Number(json.n_positions ?? json.n_ctx ?? 1024),
+    norm: 'layernorm',
+    normEps: Number(json.layer_norm_epsilon ?? 1e-5),
+    positional: 'learned',
+    ropeTheta: 0,
+    rotaryDim: 0,
+    mlp: 'standard',
+    act: activation(json.activation_function, source),
+    qkvBias: true,
+    attnOutBias: true,
+    mlpBias: true,
+    unembedBias: false,
+    tiedEmbeddings: json.tie_word_embeddings !== false,
+    causal: true,
+    hookPrefix: '',
+    bosTokenId: json.bos_token_id != null ? Number(json.bos_token_id) : null,
+    eosTokenId: json.eos_token_id != null ? Number(json.eos_token_id) : null,
+    padTokenId: json.pad_token_id != null ? Number(json.pad_token_id) : null,
+  };
+}
+
+export function gpt2Weights(cfg: ModelConfig, src: WeightMap, source: string): WeightMap {
+  const p = src.has('transformer.wte.weight') ? 'transformer.' : '';
+  const { dModel: d, dMlp: m, dVocab: V, nCtx } = cfg;
+  const out: WeightMap = new Map();
+  const W_E = take(src, `${p}wte.weight`, [V, d], source);
+  out.set('embed.W_E', W_E);
+  out.set('pos_embed.W_pos', take(src, `${p}wpe.weight`, [nCtx, d], source));
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const h = `${p}h.${l}.`;
+    const b = `blocks.${l}.`;
+    out.set(b + 'ln1.w', take(src, h + 'ln_1.weight', [d], source));
+    out.set(b + 'ln1.b', take(src, h + 'ln_1.bias', [d], source));
+    // c_attn fuses Q|K|V along the output axis.
+    const cAttn = take(src, h + 'attn.c_attn.weight', [d, 3 * d], source);
+    const cAttnB = take(src, h + 'attn.c_attn.bias', [3 * d], source);
+    ['Q', 'K', 'V'].forEach((n, i) => {
+      out.set(b + `attn.W_${n}`, sliceColumns(cAttn, i * d, d));
+      out.set(b + `attn.b_${n}`, slice1d(cAttnB, i * d, d));
+    });
+    out.set(b + 'attn.W_O', take(src, h + 'attn.c_proj.weight', [d, d], source));
+    out.set(b + 'attn.b_O', take(src, h + 'attn.c_proj.bias', [d], source));
+    out.set(b + 'ln2.w', take(src, h + 'ln_2.weight', [d], source));
+    out.set(b + 'ln2.b', take(src, h + 'ln_2.bias', [d], source));
+    out.set(b + 'mlp.W_in', take(src, h + 'mlp.c_fc.weight', [d, m], source));
+    out.set(b + 'mlp.b_in', take(src, h + 'mlp.c_fc.bias', [m], source));
+    out.set(b + 'mlp.W_out', take(src, h + 'mlp.c_proj.weight', [m, d], source));
+    out.set(b + 'mlp.b_out', take(src, h + 'mlp.c_proj.bias', [d], source));
+  }
+  out.set('ln_final.w', take(src, `${p}ln_f.weight`, [d], source));
+  out.set('ln_final.b', take(src, `${p}ln_f.bias`, [d], source));
+  const head = cfg.tiedEmbeddings ? W_E : take(src, 'lm_head.weight', [V, d], source);
+  out.set('unembed.W_U', transpose2d(head));
+  return out;
+}

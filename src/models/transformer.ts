@@ -1,0 +1,107 @@
+/**
+ * The generic decoder: embeddings → N config-driven blocks → final norm → unembed.
+ * Everything architecture-specific is in ModelConfig; family files only map weights.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { fail } from '../errors.js';
+import { applyNorm, attention, mlp, ropeTables, type BlockContext } from './components.js';
+import type { ModelConfig } from './config.js';
+
+/** A right- or left-padded batch of token ids, row-major [batch, seqLen]. mask: 1 = real token. */
+export interface TokenBatch {
+  ids: Int32Array;
+  mask: Int32Array;
+  batch: number;
+  seqLen: number;
+}
+
+/** Large finite negative instead of -inf: fully masked (padding) rows stay finite. */
+export const MASKED = -1e9;
+
+/** Position ids count real tokens only, so a left-padded prompt sees the same positions as alone. */
+export function positionIds(tokens: TokenBatch): Int32Array {
+  const { batch, seqLen, mask } = tokens;
+  const pos = new Int32Array(batch * seqLen);
+  for (let b = 0; b < batch; b++) {
+    let n = 0;
+    for (let t = 0; t < seqLen; t++) {
+      const i = b * seqLen + t;
+      pos[i] = Math.max(n - 1 + mask[i], 0);
+      n += mask[i];
+    }
+  }
+  return pos;
+}
+
+export function maskBias(tokens: TokenBatch, causal: boolean): tf.Tensor4D {
+  const { batch, seqLen: T, mask } = tokens;
+  const bias = new Float32Array(batch * T * T);
+  for (let b = 0; b < batch; b++) {
+    for (let q = 0; q < T; q++) {
+      for (let k = 0; k < T; k++) {
+        const allowed = mask[b * T + k] === 1 && (!causal || k <= q);
+        if (!allowed) bias[(b * T + q) * T + k] = MASKED;
+      }
+    }
+  }
+  return tf.tensor4d(bias, [batch, 1, T, T]);
+}
+
+export function validateTokens(cfg: ModelConfig, tokens: TokenBatch): void {
+  if (tokens.seqLen === 0 || tokens.batch === 0) fail('empty input: no tokens to run');
+  if (tokens.ids.length !== tokens.batch * tokens.seqLen) fail(`token batch has ${tokens.ids.length} ids, expected ${tokens.batch}×${tokens.seqLen}`);
+  for (let b = 0; b < tokens.batch; b++) {
+    let n = 0;
+    for (let t = 0; t < tokens.seqLen; t++) n += tokens.mask[b * tokens.seqLen + t];
+    if (n > cfg.nCtx) fail(`prompt ${b} has ${n} tokens but the model's context length is ${cfg.nCtx}`);
+  }
+  for (let i = 0; i < tokens.ids.length; i++) {
+    const id = tokens.ids[i];
+    if (tokens.mask[i] && (!Number.isInteger(id) || id < 0 || id >= cfg.dVocab)) {
+      fail(`token id ${id} at position ${i % tokens.seqLen} of prompt ${Math.floor(i / tokens.seqLen)} is outside the vocabulary (0..${cfg.dVocab - 1})`);
+    }
+  }
+}
+
+export interface ForwardExtras {
+  /** Replace token embeddings (e.g. VLM image features spliced in); [b, T, d]. */
+  inputsEmbeds?: tf.Tensor;
+  /** Stop after this block and return its hook_resid_post instead of logits. */
+  stopAtLayer?: number;
+}
+
+/** Run the model; returns logits [b, T, vocab] (or the residual stream with stopAtLayer). */
+export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras: ForwardExtras = {}): tf.Tensor {
+  const { cfg } = ctx;
+  const { batch: b, seqLen: T } = tokens;
+  const P = cfg.hookPrefix;
+  const pos = positionIds(tokens);
+  // Padding slots may hold any id; gather needs an in-range one.
+  const safeIds = tokens.ids.map((id, i) => (tokens.mask[i] ? id : 0));
+  let embed = extras.inputsEmbeds ?? tf.gather(ctx.param('embed.W_E'), tf.tensor2d(safeIds, [b, T], 'int32'));
+  embed = ctx.hook(P + 'hook_embed', embed);
+  let resid = embed;
+  if (cfg.positional === 'learned') {
+    const posEmbed = ctx.hook(P + 'hook_pos_embed', tf.gather(ctx.param('pos_embed.W_pos'), tf.tensor2d(pos, [b, T], 'int32')));
+    resid = tf.add(embed, posEmbed);
+  }
+  const attnInputs = {
+    maskBias: maskBias(tokens, cfg.causal),
+    rope: cfg.positional === 'rope' ? ropeTables(cfg, pos, b, T) : undefined,
+  };
+  const lastLayer = extras.stopAtLayer ?? cfg.nLayers - 1;
+  for (let l = 0; l <= lastLayer; l++) {
+    const hp = `${P}blocks.${l}.`;
+    resid = ctx.hook(hp + 'hook_resid_pre', resid);
+    const attnOut = ctx.hook(hp + 'hook_attn_out', attention(ctx, applyNorm(ctx, resid, `blocks.${l}.ln1`), l, attnInputs));
+    resid = ctx.hook(hp + 'hook_resid_mid', tf.add(resid, attnOut));
+    const mlpOut = ctx.hook(hp + 'hook_mlp_out', mlp(ctx, applyNorm(ctx, resid, `blocks.${l}.ln2`), l));
+    resid = ctx.hook(hp + 'hook_resid_post', tf.add(resid, mlpOut));
+  }
+  if (extras.stopAtLayer !== undefined) return resid;
+  const final = applyNorm(ctx, resid, 'ln_final');
+  const W_U = ctx.param('unembed.W_U');
+  const logits = tf.matMul(final.reshape([b * T, cfg.dModel]) as tf.Tensor2D, W_U as tf.Tensor2D);
+  const b_U = ctx.maybeParam('unembed.b_U');
+  return (b_U ? tf.add(logits, b_U) : logits).reshape([b, T, cfg.dVocab]);
+}

@@ -1,0 +1,52 @@
+/** Locating the shared reference fixtures; tests fail loudly (not skip) when they are missing. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export const FIXTURES = process.env.HOOKLENS_FIXTURES ?? path.resolve(repoRoot, '../shared/fixtures');
+export const STORIES_GGUF = path.resolve(FIXTURES, '../models/stories260K.gguf');
+
+export function fixturePath(...parts: string[]): string {
+  const p = path.join(FIXTURES, ...parts);
+  if (!fs.existsSync(p)) {
+    throw new Error(`reference fixture missing: ${p} (set HOOKLENS_FIXTURES to the shared/fixtures directory)`);
+  }
+  return p;
+}
+
+export function storiesGguf(): string {
+  if (!fs.existsSync(STORIES_GGUF)) throw new Error(`reference model missing: ${STORIES_GGUF}`);
+  return STORIES_GGUF;
+}
+
+export interface Reference {
+  tokens: number[];
+  logits: number[];
+  logits_shape: number[];
+  activations: Record<string, { shape: number[]; values: number[] }>;
+  patching: Record<string, unknown>;
+  encodings?: Record<string, number[]>;
+  greedy?: { prompt: string; prompt_tokens: number[]; tokens: number[]; text: string };
+}
+
+export function loadReference(name: 'tiny-gpt2' | 'tiny-llama' | 'tiny-qwen2' | 'stories260K'): Reference {
+  const file = name === 'stories260K' ? fixturePath('stories260K-reference.json') : fixturePath(name, 'reference.json');
+  return JSON.parse(fs.readFileSync(file, 'utf8'));
+}
+
+export function modelPath(name: 'tiny-gpt2' | 'tiny-llama' | 'tiny-qwen2' | 'stories260K'): string {
+  return name === 'stories260K' ? storiesGguf() : fixturePath(name);
+}
+
+/** Largest |a−b| / max(1, |b|): absolute for small values, relative for large ones. */
+export function maxScaledDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i] - b[i]) / Math.max(1, Math.abs(b[i]));
+    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
+  }
+  return m;
+}
