@@ -1,0 +1,89 @@
+/** Shared command-line plumbing: strict option parsing and the common input options. */
+import fs from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { fail, HooklensError } from '../errors.js';
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  run(argv: string[]): Promise<void>;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** parseArgs in strict mode, with its errors turned into one-line HooklensErrors. */
+export function parseOptions<T extends Options>(cmd: string, argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false });
+  } catch (e) {
+    throw new HooklensError(`${cmd}: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
+export function requireString(cmd: string, values: Record<string, unknown>, key: string): string {
+  const v = values[key];
+  if (typeof v !== 'string' || v === '') fail(`${cmd}: missing --${key}`);
+  return v;
+}
+
+/** "1,2,3" → [1,2,3] with a clear error on anything that is not an integer. */
+export function parseTokenList(flag: string, s: string): number[] {
+  const parts = s.split(',').map((p) => p.trim()).filter((p) => p !== '');
+  if (parts.length === 0) fail(`${flag}: no token ids given`);
+  return parts.map((p) => {
+    if (!/^-?\d+$/.test(p)) fail(`${flag}: '${p}' is not an integer token id`);
+    return Number(p);
+  });
+}
+
+export function parsePositiveInt(flag: string, s: string | undefined, dflt: number): number {
+  if (s === undefined) return dflt;
+  if (!/^\d+$/.test(s) || Number(s) < 1) fail(`${flag}: expected a positive integer, got '${s}'`);
+  return Number(s);
+}
+
+export type PromptSpec = { text: string } | { tokens: number[] };
+
+/** One JSONL line: {"text": ...}, {"tokens": [...]}, or a bare JSON string. */
+export function readPromptsFile(file: string): PromptSpec[] {
+  let raw: string;
+  try {
+    raw = fs.readFileSync(file, 'utf8');
+  } catch {
+    fail(`${file}: cannot read prompts file`);
+  }
+  const out: PromptSpec[] = [];
+  raw.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch {
+      fail(`${file}:${i + 1}: invalid JSON`);
+    }
+    if (typeof v === 'string') out.push({ text: v });
+    else if (v && typeof v === 'object' && typeof (v as { text?: unknown }).text === 'string') out.push({ text: (v as { text: string }).text });
+    else if (v && typeof v === 'object' && Array.isArray((v as { tokens?: unknown }).tokens)) {
+      const toks = (v as { tokens: unknown[] }).tokens;
+      if (!toks.every((t) => Number.isInteger(t))) fail(`${file}:${i + 1}: "tokens" must be integers`);
+      out.push({ tokens: toks as number[] });
+    } else fail(`${file}:${i + 1}: expected {"text": ...} or {"tokens": [...]}`);
+  });
+  if (out.length === 0) fail(`${file}: no prompts`);
+  return out;
+}
+
+/** Exactly one of --text / --tokens (/ --prompts where allowed). */
+export function promptsFromArgs(cmd: string, values: Record<string, unknown>, allowFile: boolean): PromptSpec[] {
+  const given = ['text', 'tokens', ...(allowFile ? ['prompts'] : [])].filter((k) => values[k] !== undefined);
+  const choices = allowFile ? '--text, --tokens or --prompts' : '--text or --tokens';
+  if (given.length !== 1) fail(`${cmd}: give exactly one of ${choices}`);
+  if (values.text !== undefined) return [{ text: String(values.text) }];
+  if (values.tokens !== undefined) return [{ tokens: parseTokenList('--tokens', String(values.tokens)) }];
+  return readPromptsFile(String(values.prompts));
+}
+
+export function printJson(obj: unknown): void {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}

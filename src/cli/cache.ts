@@ -1,0 +1,67 @@
+import fs from 'node:fs';
+import { fail } from '../errors.js';
+import { writeActivationCache } from '../hooks/cache-to-arrow.js';
+import { loadModel } from '../models/load.js';
+import { parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
+import { progressBar } from './progress.js';
+
+export const cacheCommand: Command = {
+  name: 'cache',
+  summary: 'write hook activations to an Arrow file (one row per prompt position)',
+  usage: `hooklens cache --model PATH (--text S | --tokens 1,2,3 | --prompts FILE.jsonl)
+                --hooks PATTERN[,PATTERN..] [--logits] --out FILE.arrow [--batch-size N] [--json]
+
+  --prompts FILE   JSONL, one prompt a line: {"text": "..."}, {"tokens": [..]} or a JSON string
+  --hooks          hook names or patterns, e.g. blocks.*.hook_resid_post,blocks.0.attn.hook_pattern
+  --logits         also store the logits of every position (column "logits")
+  --out FILE       Arrow IPC file; written to a temp file and renamed when complete
+  --batch-size N   prompts per forward pass (default 8)
+  --json           print {"out","rows","bytes","hooks"} when done
+
+Columns: prompt:int32, pos:int32, token:int32, one float32 list column per hook (FixedSizeList,
+or List for attention patterns whose key axis varies with prompt length). Schema metadata
+"hooklens" = {"model", "hooks": {name: {"shape": [per-position shape]}}}.`,
+  async run(argv) {
+    const { values } = parseOptions('cache', argv, {
+      model: { type: 'string' },
+      text: { type: 'string' },
+      tokens: { type: 'string' },
+      prompts: { type: 'string' },
+      hooks: { type: 'string' },
+      logits: { type: 'boolean' },
+      out: { type: 'string' },
+      'batch-size': { type: 'string' },
+      json: { type: 'boolean' },
+    });
+    const modelPath = requireString('cache', values, 'model');
+    const out = requireString('cache', values, 'out');
+    const hooks = requireString('cache', values, 'hooks').split(',').map((s) => s.trim()).filter(Boolean);
+    if (hooks.length === 0) fail('cache: --hooks names no hook');
+    const batchSize = parsePositiveInt('--batch-size', values['batch-size'], 8);
+    const specs = promptsFromArgs('cache', values, true);
+    if (fs.existsSync(out) && fs.statSync(out).isDirectory()) fail(`${out}: is a directory`);
+    const model = await loadModel(modelPath);
+    const prompts = specs.map((p) => ('text' in p ? model.encode(p.text) : p.tokens));
+    const controller = new AbortController();
+    const onSignal = () => controller.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    const bar = progressBar('cache');
+    try {
+      const { rows, bytes } = await writeActivationCache(model, prompts, out, {
+        hooks,
+        logits: values.logits,
+        batchSize,
+        signal: controller.signal,
+        onProgress: (d, t) => bar.update(d, t),
+      });
+      bar.stop();
+      if (values.json) printJson({ out, rows, bytes, hooks });
+      else console.error(`wrote ${rows} rows (${(bytes / 1e6).toFixed(1)} MB) to ${out}`);
+    } finally {
+      bar.stop();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  },
+};
