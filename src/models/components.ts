@@ -125,9 +125,10 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   let vh = tf.transpose(v, [0, 2, 1, 3]);
   if (K !== H) {
     // GQA: query head j reads kv head floor(j / (H/K)), as HF's repeat_kv.
+    // Rank-4 tile: tfjs has no rank-5 tile gradient, and wasm lacks the kernel gather's gradient needs.
     const rep = H / K;
-    kh = tf.tile(kh.reshape([b, K, 1, dh, T]), [1, 1, rep, 1, 1]).reshape([b, H, dh, T]);
-    vh = tf.tile(vh.reshape([b, K, 1, T, dh]), [1, 1, rep, 1, 1]).reshape([b, H, T, dh]);
+    kh = tf.tile(kh.reshape([b, K, 1, dh * T]), [1, 1, rep, 1]).reshape([b, H, dh, T]);
+    vh = tf.tile(vh.reshape([b, K, 1, T * dh]), [1, 1, rep, 1]).reshape([b, H, T, dh]);
   }
   const raw = tf.matMul(qh.reshape([b * H, T, dh]), kh.reshape([b * H, dh, T])).reshape([b, H, T, T]);
   const scores = ctx.hook(p + 'hook_attn_scores', tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), inp.maskBias));
