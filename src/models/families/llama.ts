@@ -179,6 +179,11 @@ export function unpermuteInterleavedRope(t: RawTensor, nHeads: number): RawTenso
 
 type Meta = Record<string, unknown>;
 
+function validId(v: unknown, vocab: number): number | null {
+  const n = Number(v);
+  return v != null && Number.isInteger(n) && n >= 0 && n < vocab ? n : null;
+}
+
 export function ggufLlamaConfig(meta: Meta, tensors: WeightMap, source: string): ModelConfig {
   const arch = String(meta['general.architecture'] ?? '');
   const k = (key: string) => meta[`${arch}.${key}`];
@@ -217,9 +222,10 @@ export function ggufLlamaConfig(meta: Meta, tensors: WeightMap, source: string):
     tiedEmbeddings: !tensors.has('output.weight'),
     causal: true,
     hookPrefix: '',
-    bosTokenId: meta['tokenizer.ggml.bos_token_id'] != null ? Number(meta['tokenizer.ggml.bos_token_id']) : null,
-    eosTokenId: meta['tokenizer.ggml.eos_token_id'] != null ? Number(meta['tokenizer.ggml.eos_token_id']) : null,
-    padTokenId: meta['tokenizer.ggml.padding_token_id'] != null ? Number(meta['tokenizer.ggml.padding_token_id']) : null,
+    bosTokenId: validId(meta['tokenizer.ggml.bos_token_id'], embd.shape[0]),
+    eosTokenId: validId(meta['tokenizer.ggml.eos_token_id'], embd.shape[0]),
+    // llama.cpp writes 0xFFFFFFFF for "no padding token".
+    padTokenId: validId(meta['tokenizer.ggml.padding_token_id'], embd.shape[0]),
   };
 }
 
