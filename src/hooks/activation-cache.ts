@@ -55,7 +55,7 @@ export class ActivationCache {
     const parts: tf.Tensor[] = [];
     const labels: string[] = [];
     for (let l = 0; l < Math.min(upTo, L); l++) {
-      parts.push(this.get(this.layerName(l, 'hook_resid_pre')));
+      parts.push(this.residPre(l));
       labels.push(`${l}_pre`);
       if (opts.inclMid) {
         parts.push(this.get(this.layerName(l, 'hook_resid_mid')));
@@ -67,6 +67,15 @@ export class ActivationCache {
       labels.push('final_post');
     }
     return { resid: tf.tidy(() => tf.stack(parts)), labels };
+  }
+
+  /** Residual stream entering layer l; the previous layer's resid_post is the same value. */
+  private residPre(l: number): tf.Tensor {
+    const pre = this.layerName(l, 'hook_resid_pre');
+    if (l > 0 && !this.store.has(pre) && this.store.has(this.layerName(l - 1, 'hook_resid_post'))) {
+      return this.get(this.layerName(l - 1, 'hook_resid_post'));
+    }
+    return this.get(pre);
   }
 
   /**

@@ -1,0 +1,16 @@
+/** Public API. */
+export { initBackend } from './backend/index.js';
+export { HooklensError } from './errors.js';
+export { loadModel, loadHfDir, loadGguf } from './models/load.js';
+export type { ModelConfig } from './models/config.js';
+export type { TokenBatch } from './models/transformer.js';
+export { HookedModel, type FwdHook, type HookFn, type ModelInput, type CacheOptions, type RunOptions } from './hooks/hooked-model.js';
+export { ActivationCache } from './hooks/activation-cache.js';
+export { allHookNames, hookShape, resolveHookNames, type HookSelector } from './hooks/hook-names.js';
+export { padBatch, lastPositions } from './hooks/token-batch.js';
+export { writeActivationCache } from './hooks/cache-to-arrow.js';
+export { ArrowCacheWriter, readArrowCache, cacheColumnToArray } from './io/arrow-cache.js';
+export { readSafetensors, readSafetensorsDir, writeSafetensors } from './io/safetensors.js';
+export { readGguf } from './io/gguf.js';
+export { convertGgufToHf } from './io/gguf-to-hf.js';
+export { resolveModelPath } from './io/hub.js';
