@@ -160,6 +160,8 @@ export class HookedModel {
   generate(prompt: string | number[], maxNewTokens: number, opts: { stopAtEos?: boolean } = {}): number[] {
     const ids = typeof prompt === 'string' ? this.encode(prompt) : [...prompt];
     const eos = this.cfg.eosTokenId ?? this.tokenizer?.eosTokenId ?? null;
+    // Check the prompt itself even when no new token fits (it may already exceed the context).
+    validateTokens(this.cfg, padBatch([ids]));
     for (let i = 0; i < maxNewTokens; i++) {
       if (ids.length >= this.cfg.nCtx) break;
       // Only the final position is unembedded: full logits would be wasted work.

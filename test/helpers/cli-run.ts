@@ -1,0 +1,150 @@
+/**
+ * Helpers for the CLI tests: spawn `node bin/hooklens.mjs` asynchronously (so an in-process HTTP
+ * server can still answer, and concurrent tests overlap), and build broken model files.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const BIN = path.join(REPO_ROOT, 'bin', 'hooklens.mjs');
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+/** A hermetic environment: CI=true, no hub endpoint, hub cache in `hubCache` (never ~/.cache). */
+export function cliEnv(hubCache: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true', HF_HUB_CACHE: hubCache, ...extra };
+  for (const k of ['HF_ENDPOINT', 'HF_HOME', 'HUGGINGFACE_HUB_CACHE', 'HOOKLENS_DEBUG', 'HOOKLENS_BACKEND', 'NODE_OPTIONS']) {
+    if (!(k in extra)) delete env[k];
+  }
+  return env;
+}
+
+/**
+ * At most this many CLI processes run at once, however many tests vitest runs concurrently
+ * (each process is CPU-bound for ~2 s; more than ~cores+1 at once only adds contention).
+ */
+const MAX_PARALLEL = Number(process.env.HOOKLENS_CLI_TEST_PARALLEL) || Math.max(2, Math.min(4, (os.availableParallelism?.() ?? os.cpus().length) + 1));
+let running = 0;
+const waiting: (() => void)[] = [];
+
+async function withSlot<T>(fn: () => Promise<T>): Promise<T> {
+  // A released slot is handed straight to the next waiter, so `running` never overshoots.
+  if (running >= MAX_PARALLEL) await new Promise<void>((r) => waiting.push(r));
+  else running++;
+  try {
+    return await fn();
+  } finally {
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
+  }
+}
+
+/** Run `hooklens ...args`; resolves when the process exits (killed after `timeoutMs`). */
+export function runCli(args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number }): Promise<CliResult> {
+  return withSlot(() => spawnCli(args, opts));
+}
+
+function spawnCli(args: string[], opts: { env: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number }): Promise<CliResult> {
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: opts.cwd ?? REPO_ROOT, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 90_000);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ms: Date.now() - t0 });
+    });
+  });
+}
+
+/** Non-empty stderr lines, ignoring `npm warn` noise. */
+export function stderrLines(stderr: string): string[] {
+  return stderr
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== '')
+    .filter((l) => !/^npm warn/i.test(l));
+}
+
+/** Copy a (flat) model directory, making the copies writable (the shared fixtures are read-only). */
+export function copyModelDir(src: string, dst: string): void {
+  fs.mkdirSync(dst, { recursive: true });
+  for (const f of fs.readdirSync(src)) {
+    if (f === 'reference.json') continue;
+    const to = path.join(dst, f);
+    fs.copyFileSync(path.join(src, f), to);
+    fs.chmodSync(to, 0o644);
+  }
+}
+
+export function copyWritable(src: string, dst: string): void {
+  fs.copyFileSync(src, dst);
+  fs.chmodSync(dst, 0o644);
+}
+
+export interface SafetensorsParts {
+  header: Record<string, unknown>;
+  data: Buffer;
+}
+
+/** Split a safetensors file into its parsed header and its data section. */
+export function readSafetensorsParts(file: string): SafetensorsParts {
+  const buf = fs.readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  return { header: JSON.parse(buf.subarray(8, 8 + n).toString('utf8')), data: Buffer.from(buf.subarray(8 + n)) };
+}
+
+/** Assemble a safetensors file from a raw header string (may be invalid JSON) and data bytes. */
+export function writeSafetensorsRaw(file: string, headerText: string, data: Uint8Array): void {
+  const header = Buffer.from(headerText, 'utf8');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(header.length));
+  fs.writeFileSync(file, Buffer.concat([len, header, data]));
+}
+
+export function writeSafetensorsParts(file: string, parts: SafetensorsParts): void {
+  writeSafetensorsRaw(file, JSON.stringify(parts.header), parts.data);
+}
+
+/**
+ * Rewrite tensor `name` as I64 (values rounded) with its original shape, appending the new bytes at
+ * the end of the data section: a well-formed safetensors file with an integer tensor where a
+ * float weight belongs.
+ */
+export function withI64Tensor(parts: SafetensorsParts, name: string): SafetensorsParts {
+  const entry = parts.header[name] as { dtype: string; shape: number[]; data_offsets: [number, number] };
+  const [b, e] = entry.data_offsets;
+  const f32 = new Float32Array(parts.data.buffer.slice(parts.data.byteOffset + b, parts.data.byteOffset + e));
+  const i64 = new BigInt64Array(f32.length);
+  for (let i = 0; i < f32.length; i++) i64[i] = BigInt(Math.round(f32[i] * 100));
+  const start = parts.data.length;
+  const data = Buffer.concat([parts.data, Buffer.from(i64.buffer)]);
+  const header = { ...parts.header, [name]: { dtype: 'I64', shape: entry.shape, data_offsets: [start, start + i64.byteLength] } };
+  return { header, data };
+}
+
+export function mkTmp(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Every file below `dir` (relative paths), hidden ones included. */
+export function listTree(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
+}
