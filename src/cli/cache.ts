@@ -15,7 +15,7 @@ export const cacheCommand: Command = {
   --hooks          hook names or patterns, e.g. blocks.*.hook_resid_post,blocks.0.attn.hook_pattern
   --logits         also store the logits of every position (column "logits")
   --out FILE       Arrow IPC file; written to a temp file and renamed when complete
-  --batch-size N   prompts per forward pass (default 8)
+  --batch-size N   prompts per forward pass (default: as many as fit in 256 padded tokens)
   --json           print {"out","rows","bytes","hooks"} when done
 
 Columns: prompt:int32, pos:int32, token:int32, one float32 list column per hook (FixedSizeList,
@@ -37,7 +37,7 @@ or List for attention patterns whose key axis varies with prompt length). Schema
     const out = requireString('cache', values, 'out');
     const hooks = requireString('cache', values, 'hooks').split(',').map((s) => s.trim()).filter(Boolean);
     if (hooks.length === 0) fail('cache: --hooks names no hook');
-    const batchSize = parsePositiveInt('--batch-size', values['batch-size'], 8);
+    const batchSize = values['batch-size'] === undefined ? undefined : parsePositiveInt('--batch-size', values['batch-size'], 1);
     const specs = promptsFromArgs('cache', values, true);
     if (fs.existsSync(out) && fs.statSync(out).isDirectory()) fail(`${out}: is a directory`);
     const model = await loadModel(modelPath);

@@ -13,6 +13,7 @@ import { padBatch } from './token-batch.js';
 export interface CacheRunOptions {
   hooks: string[];
   logits?: boolean;
+  /** Prompts per forward pass; default: as many as fit in a 256-token padded batch. */
   batchSize?: number;
   onProgress?: (done: number, total: number) => void;
   /** Checked between batches; when aborted the temp file is removed and nothing is left behind. */
@@ -39,15 +40,14 @@ export async function writeActivationCache(
   prompts.forEach((p, i) => {
     if (p.length === 0) fail(`prompt ${i} has no tokens`);
   });
+  const stopAtLayer = opts.logits ? undefined : lastLayerNeeded(model, names);
   const writer = ArrowCacheWriter.open(out, { model: model.source, columns });
-  const batchSize = opts.batchSize ?? 8;
   let rows = 0;
   try {
-    for (let start = 0; start < prompts.length; start += batchSize) {
+    for (const { start, group } of batches(prompts, opts.batchSize)) {
       if (opts.signal?.aborted) fail('interrupted: no cache file written');
-      const group = prompts.slice(start, start + batchSize);
       const tokens = padBatch(group, 'right', 0);
-      const { logits, cache } = model.runWithCache(tokens, { names });
+      const { logits, cache } = model.runWithCache(tokens, { names, stopAtLayer });
       try {
         // Pull each hook to the host once per batch, then cut per prompt.
         const host = new Map<string, { data: Float32Array; shape: number[] }>();
@@ -66,7 +66,7 @@ export async function writeActivationCache(
         cache.dispose();
         logits.dispose();
       }
-      opts.onProgress?.(Math.min(start + batchSize, prompts.length), prompts.length);
+      opts.onProgress?.(start + group.length, prompts.length);
       // Let signal handlers run between batches.
       await new Promise((r) => setImmediate(r));
     }
@@ -75,6 +75,38 @@ export async function writeActivationCache(
   } catch (e) {
     writer.abort();
     throw e;
+  }
+}
+
+/** Later blocks, the final norm and the unembedding are skipped when no requested hook needs them. */
+function lastLayerNeeded(model: HookedModel, names: string[]): number | undefined {
+  let last = 0;
+  for (const n of names) {
+    if (n.includes('ln_final')) return undefined;
+    const m = /blocks\.(\d+)\./.exec(n);
+    if (m) last = Math.max(last, Number(m[1]));
+  }
+  return Math.min(last, model.cfg.nLayers - 1);
+}
+
+/** Token budget per forward: on the wasm backend, one long prompt per pass is fastest. */
+const BATCH_TOKENS = 256;
+
+/** Consecutive groups of prompts: at most `maxPrompts` each, or by default up to BATCH_TOKENS padded tokens. */
+function* batches(prompts: number[][], maxPrompts?: number): Generator<{ start: number; group: number[][] }> {
+  let start = 0;
+  while (start < prompts.length) {
+    let end = start + 1;
+    let longest = prompts[start].length;
+    const cap = maxPrompts ?? Infinity;
+    while (end < prompts.length && end - start < cap) {
+      const l = Math.max(longest, prompts[end].length);
+      if (maxPrompts === undefined && l * (end - start + 1) > BATCH_TOKENS) break;
+      longest = l;
+      end++;
+    }
+    yield { start, group: prompts.slice(start, end) };
+    start = end;
   }
 }
 
