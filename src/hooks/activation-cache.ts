@@ -5,7 +5,6 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import { perHeadMatMul } from '../models/components.js';
 import type { TokenBatch } from '../models/transformer.js';
 import type { HookedModel } from './hooked-model.js';
 
@@ -116,7 +115,7 @@ export class ActivationCache {
       const [b, T] = z.shape as number[];
       const zByHead = tf.transpose(z.reshape([b * T, H, dh]), [1, 0, 2]);
       const W_O = this.model.weight(`blocks.${layer}.attn.W_O`).reshape([H, dh, d]);
-      return tf.transpose(perHeadMatMul(zByHead as tf.Tensor3D, W_O as tf.Tensor3D), [1, 0, 2]).reshape([b, T, H, d]);
+      return tf.transpose(tf.matMul(zByHead, W_O), [1, 0, 2]).reshape([b, T, H, d]);
     });
   }
 

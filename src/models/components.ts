@@ -99,17 +99,6 @@ export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, rotaryDi
   return tf.concat([rotated, x.slice([0, 0, 0, rotaryDim], [-1, -1, -1, dh - rotaryDim])], 3);
 }
 
-/**
- * [n, i, k] × [n, k, j] → [n, i, j]. On wasm, BatchMatMul with a batch axis runs ~8× slower than
- * the same work as separate 2-D matMuls (measured on attention-sized blocks), so split there.
- */
-export function perHeadMatMul(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
-  if (a.shape[0] === 1 || tf.getBackend() !== 'wasm') return tf.matMul(a, b);
-  const as = tf.unstack(a);
-  const bs = tf.unstack(b);
-  return tf.stack(as.map((x, i) => tf.matMul(x as tf.Tensor2D, bs[i] as tf.Tensor2D))) as tf.Tensor3D;
-}
-
 export interface AttentionInputs {
   /** Additive mask [b, 1, T, T]: 0 where attention is allowed, a large negative number elsewhere. */
   maskBias: tf.Tensor;
@@ -142,10 +131,10 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
     kh = tf.tile(kh.reshape([b, K, 1, dh * T]), [1, 1, rep, 1]).reshape([b, H, dh, T]);
     vh = tf.tile(vh.reshape([b, K, 1, T * dh]), [1, 1, rep, 1]).reshape([b, H, T, dh]);
   }
-  const raw = perHeadMatMul(qh.reshape([b * H, T, dh]) as tf.Tensor3D, kh.reshape([b * H, dh, T]) as tf.Tensor3D).reshape([b, H, T, T]);
+  const raw = tf.matMul(qh.reshape([b * H, T, dh]), kh.reshape([b * H, dh, T])).reshape([b, H, T, T]);
   const scores = ctx.hook(p + 'hook_attn_scores', tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), inp.maskBias));
   const pattern = ctx.hook(p + 'hook_pattern', tf.softmax(scores, -1));
-  const zh = perHeadMatMul(pattern.reshape([b * H, T, T]) as tf.Tensor3D, vh.reshape([b * H, T, dh]) as tf.Tensor3D).reshape([b, H, T, dh]);
+  const zh = tf.matMul(pattern.reshape([b * H, T, T]), vh.reshape([b * H, T, dh])).reshape([b, H, T, dh]);
   const z = ctx.hook(p + 'hook_z', tf.transpose(zh, [0, 2, 1, 3]));
   const W_O = ctx.param(w + 'W_O');
   const b_O = ctx.maybeParam(w + 'b_O');
@@ -153,7 +142,7 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   if (ctx.wants(p + 'hook_result')) {
     // Per-head writes into the residual stream: result[b,t,h,:] = z[b,t,h,:] · W_O[h].
     const zByHead = tf.transpose(z.reshape([b * T, H, dh]), [1, 0, 2]);
-    const perHead = perHeadMatMul(zByHead as tf.Tensor3D, W_O.reshape([H, dh, cfg.dModel]) as tf.Tensor3D);
+    const perHead = tf.matMul(zByHead, W_O.reshape([H, dh, cfg.dModel]));
     const result = ctx.hook(p + 'hook_result', tf.transpose(perHead, [1, 0, 2]).reshape([b, T, H, cfg.dModel]));
     out = tf.sum(result, 2);
     if (b_O) out = tf.add(out, b_O);
