@@ -60,7 +60,7 @@ console.log(`hook overhead ratio (cached / plain): ${(cached / plain).toFixed(3)
 const outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hooklens-bench-'));
 const prompts = Array.from({ length: 8 }, (_, p) => tokens.map((t) => (t + p) % 50257));
 const tc = performance.now();
-const { bytes } = await writeActivationCache(model, prompts, path.join(outDir, 'e2e.arrow'), { hooks: ['blocks.*.hook_resid_post'], batchSize: 4 });
+const { bytes } = await writeActivationCache(model, prompts, path.join(outDir, 'e2e.arrow'), { hooks: ['blocks.*.hook_resid_post'] });
 const tCache = (performance.now() - tc) / 1000;
 console.log(`cache end-to-end: ${prompts.length}×${T} tokens, 12 hooks, ${(bytes / 1e6).toFixed(0)} MB in ${tCache.toFixed(2)} s (${((prompts.length * T) / tCache).toFixed(0)} tokens/s)`);
 const names = model.hookNames().filter((n) => n.endsWith('hook_resid_post'));
