@@ -8,7 +8,7 @@ export { HookedModel, type FwdHook, type HookFn, type ModelInput, type CacheOpti
 export { ActivationCache } from './hooks/activation-cache.js';
 export { allHookNames, hookShape, resolveHookNames, type HookSelector } from './hooks/hook-names.js';
 export { padBatch, lastPositions } from './hooks/token-batch.js';
-export { writeActivationCache } from './hooks/cache-to-arrow.js';
+export { writeActivationCache, cachedActivationTensor } from './hooks/cache-to-arrow.js';
 export { ArrowCacheWriter, readArrowCache, cacheColumnToArray } from './io/arrow-cache.js';
 export { readSafetensors, readSafetensorsDir, writeSafetensors } from './io/safetensors.js';
 export { readGguf } from './io/gguf.js';

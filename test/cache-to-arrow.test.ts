@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { writeActivationCache } from '../src/hooks/cache-to-arrow.js';
+import { cachedActivationTensor, writeActivationCache } from '../src/hooks/cache-to-arrow.js';
 import { readArrowCache, cacheColumnToArray, cachePromptRows } from '../src/io/arrow-cache.js';
 import { loadModel } from '../src/models/load.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
@@ -33,6 +33,10 @@ describe('writeActivationCache', () => {
     expect(Array.from(cache.prompt)).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2]);
     expect(cache.hooks['blocks.1.attn.hook_pattern'].shape).toEqual([model.cfg.nHeads, -1]);
     const resid = cacheColumnToArray(cache, 'blocks.0.hook_resid_post');
+    const residTensor = cachedActivationTensor(cache, 'blocks.0.hook_resid_post');
+    expect(residTensor.shape).toEqual([15, model.cfg.dModel]);
+    expect(Array.from(residTensor.dataSync())).toEqual(Array.from(resid.data));
+    residTensor.dispose();
     const post = cacheColumnToArray(cache, 'blocks.1.mlp.hook_post');
     prompts.forEach((p, i) => {
       const { start, end } = cachePromptRows(cache, i);

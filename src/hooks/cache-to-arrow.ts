@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import { ArrowCacheWriter, type HookColumnSpec } from '../io/arrow-cache.js';
+import { ArrowCacheWriter, cacheColumnToArray, type ArrowCache, type HookColumnSpec } from '../io/arrow-cache.js';
 import { hookShape, positionAxis, resolveHookNames } from './hook-names.js';
 import type { HookedModel } from './hooked-model.js';
 import { padBatch } from './token-batch.js';
@@ -133,4 +133,8 @@ function promptRows(name: string, data: Float32Array, shape: number[], b: number
   return data.slice(b * T * per, (b * T + len) * per);
 }
 
-export { tf };
+/** A fixed-size column of a cache file as a tf tensor [rows, ...per-position shape] (caller disposes). */
+export function cachedActivationTensor(cache: ArrowCache, name: string): tf.Tensor {
+  const { shape, data } = cacheColumnToArray(cache, name);
+  return tf.tensor(data, shape, 'float32');
+}
