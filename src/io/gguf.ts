@@ -109,7 +109,8 @@ const DECODABLE: Record<number, { blockSize: number; blockBytes: number }> = {
 // ---------------------------------------------------------------------------------------------
 // metadata value types
 
-const VT = {
+/** GGUF metadata value types. */
+export const VT = {
   UINT8: 0,
   INT8: 1,
   UINT16: 2,

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fail, HooklensError } from '../errors.js';
-import { tempPathFor, writeFileAtomic } from './atomic.js';
+import { writeFileAtomic, writeThroughTempAsync } from './atomic.js';
 import { SAFETENSORS_INDEX, SAFETENSORS_SINGLE, safetensorsIndexShards } from './safetensors.js';
 
 export interface ResolveModelOptions {
@@ -161,43 +161,30 @@ async function fetchToFile(
   const total = lenHeader !== null && /^\d+$/.test(lenHeader) && !encoded ? Number(lenHeader) : null;
 
   fs.mkdirSync(path.dirname(target), { recursive: true });
-  const tmp = tempPathFor(target);
-  let fd: number | undefined;
   try {
-    fd = fs.openSync(tmp, 'w');
-    let received = 0;
-    onProgress?.(file, 0, total);
-    const reader = res.body.getReader();
-    for (;;) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await reader.read();
-      } catch (e) {
-        const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-        fail(`download failed: GET ${url}: connection lost after ${received} bytes (${cause?.code ?? cause?.message ?? (e as Error).message})`);
+    await writeThroughTempAsync(target, async (fd) => {
+      let received = 0;
+      onProgress?.(file, 0, total);
+      const reader = res.body!.getReader();
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (e) {
+          const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+          fail(`download failed: GET ${url}: connection lost after ${received} bytes (${cause?.code ?? cause?.message ?? (e as Error).message})`);
+        }
+        if (chunk.done) break;
+        let off = 0;
+        while (off < chunk.value.byteLength) off += fs.writeSync(fd, chunk.value, off);
+        received += chunk.value.byteLength;
+        onProgress?.(file, received, total);
       }
-      if (chunk.done) break;
-      let off = 0;
-      while (off < chunk.value.byteLength) off += fs.writeSync(fd, chunk.value, off);
-      received += chunk.value.byteLength;
-      onProgress?.(file, received, total);
-    }
-    if (total !== null && received !== total) {
-      fail(`download failed: GET ${url}: got ${received} of ${total} bytes`);
-    }
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, target);
+      if (total !== null && received !== total) {
+        fail(`download failed: GET ${url}: got ${received} of ${total} bytes`);
+      }
+    });
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* already failing */
-      }
-    }
-    fs.rmSync(tmp, { force: true });
     if (e instanceof HooklensError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     fail(`download failed: cannot write ${target} (${code ?? String(e).replace(/\s+/g, ' ')})`);

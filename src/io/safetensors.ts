@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fail, HooklensError } from '../errors.js';
 import { numel, type RawTensor } from './raw-tensor.js';
-import { tempPathFor, writeFileAtomic } from './atomic.js';
+import { writeFileAtomic, writeThroughTemp } from './atomic.js';
 
 export interface SafetensorsFile {
   metadata: Record<string, string>;
@@ -351,26 +351,13 @@ export function writeSafetensors(file: string, tensors: TensorSet, metadata?: Re
   const lenBuf = Buffer.alloc(8);
   lenBuf.writeBigUInt64LE(BigInt(headerBytes.length), 0);
 
-  const tmp = tempPathFor(file);
-  let fd: number | undefined;
   try {
-    fd = fs.openSync(tmp, 'w');
-    writeFully(fd, lenBuf);
-    writeFully(fd, headerBytes);
-    for (const [, t] of entries) writeFully(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, file);
+    writeThroughTemp(file, (fd) => {
+      writeFully(fd, lenBuf);
+      writeFully(fd, headerBytes);
+      for (const [, t] of entries) writeFully(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    });
   } catch (e) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* already failing */
-      }
-    }
-    fs.rmSync(tmp, { force: true });
     if (e instanceof HooklensError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     fail(`${file}: cannot write safetensors file (${code ?? oneLine(String(e))})`);

@@ -5,22 +5,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** GGUF metadata value types. */
-export const VT = {
-  UINT8: 0,
-  INT8: 1,
-  UINT16: 2,
-  INT16: 3,
-  UINT32: 4,
-  INT32: 5,
-  FLOAT32: 6,
-  BOOL: 7,
-  STRING: 8,
-  ARRAY: 9,
-  UINT64: 10,
-  INT64: 11,
-  FLOAT64: 12,
-} as const;
+import { VT } from '../../src/io/gguf.js';
+
+export { VT };
 
 export type KvValue = number | bigint | boolean | string | KvArray;
 export interface KvArray {
