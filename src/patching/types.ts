@@ -1,0 +1,46 @@
+/** Shared shapes of the patching suite: components, methods, results. */
+
+/** Where to patch. Block components give [n_layers, n_pos] grids; head_out gives [n_layers, n_heads]. */
+export type Component = 'resid_pre' | 'resid_mid' | 'resid_post' | 'attn_out' | 'mlp_out' | 'head_out' | 'head_out_pos' | 'q' | 'k' | 'v' | 'pattern';
+
+export type Method = 'activation' | 'atp' | 'relp';
+
+/** LRP rules for RelP (see DESIGN.md): LN, Identity, Half on by default; AH optional. */
+export type RelpRule = 'LN' | 'Identity' | 'Half' | 'AH';
+
+export interface PatchingGrid {
+  component: Component;
+  method: Method;
+  /** Rules used (RelP only; [] otherwise). */
+  rules: RelpRule[];
+  ld_clean: number;
+  ld_corrupt: number;
+  /** Axis sizes, e.g. [n_layers, n_pos] or [n_layers, n_heads] (or [n_layers, n_pos, n_heads] for head_out_pos). */
+  shape: number[];
+  /** Axis names matching shape, e.g. ['layer', 'pos'] or ['layer', 'head']. */
+  axes: string[];
+  /** Normalised scores, nested row-major by shape. */
+  scores: number[][] | number[][][];
+}
+
+/** Agreement of an estimate (AtP or RelP) with activation patching on one component. */
+export interface Agreement {
+  component: Component;
+  method: Exclude<Method, 'activation'>;
+  pearson: number;
+  spearman: number;
+  /** |top-k(estimate) ∩ top-k(activation)| / k by absolute score. */
+  topKOverlap: number;
+  k: number;
+}
+
+/** Everything a report shows. */
+export interface PatchingReportData {
+  model: string;
+  /** Token strings of the (first) clean prompt, for axis labels; may be empty. */
+  tokenLabels: string[];
+  grids: PatchingGrid[];
+  agreement: Agreement[];
+  /** Seconds per method, for the report footer. */
+  timings?: Record<string, number>;
+}
