@@ -12,6 +12,7 @@ import type { ModelConfig } from '../models/config.js';
 import { applyNorm, type BlockContext } from '../models/components.js';
 import { transformerForward, validateTokens, type ForwardExtras, type TokenBatch } from '../models/transformer.js';
 import type { WeightMap } from '../models/weights.js';
+import type { RelpRule } from '../models/grad-rules.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { ActivationCache } from './activation-cache.js';
 import { allHookNames, hookShape, isOptInHook, positionAxis, resolveHookNames, type HookSelector } from './hook-names.js';
@@ -28,6 +29,8 @@ export type PosSlice = number | [number, number];
 
 export interface RunOptions extends ForwardExtras {
   fwdHooks?: FwdHook[];
+  /** RelP rules: change only the backward pass (gradients), never forward values. */
+  rules?: readonly RelpRule[];
   /** How ragged prompts are padded (default right). */
   padding?: PaddingSide;
 }
@@ -44,6 +47,7 @@ interface ForwardPlan {
   store: Map<string, tf.Tensor>;
   posSlice?: PosSlice;
   deltas: Map<string, tf.Tensor>;
+  rules: ReadonlySet<RelpRule>;
 }
 
 export class HookedModel {
@@ -100,7 +104,7 @@ export class HookedModel {
   /** Logits [batch, pos, vocab]. */
   run(input: ModelInput, opts: RunOptions = {}): tf.Tensor3D {
     const tokens = this.toTokens(input, opts.padding);
-    return tf.tidy(() => this.forward(tokens, this.plan(tokens, opts.fwdHooks), opts)) as tf.Tensor3D;
+    return tf.tidy(() => this.forward(tokens, this.plan(tokens, opts.fwdHooks, undefined, undefined, opts.rules), opts)) as tf.Tensor3D;
   }
 
   runWithHooks(input: ModelInput, fwdHooks: FwdHook[], opts: RunOptions = {}): tf.Tensor3D {
@@ -109,7 +113,7 @@ export class HookedModel {
 
   runWithCache(input: ModelInput, opts: CacheOptions = {}): { logits: tf.Tensor3D; cache: ActivationCache } {
     const tokens = this.toTokens(input, opts.padding);
-    const plan = this.plan(tokens, opts.fwdHooks, opts.names ?? defaultCacheNames, opts.posSlice);
+    const plan = this.plan(tokens, opts.fwdHooks, opts.names ?? defaultCacheNames, opts.posSlice, opts.rules);
     try {
       const logits = tf.tidy(() => this.forward(tokens, plan, opts)) as tf.Tensor3D;
       return { logits, cache: new ActivationCache(this, plan.store, tokens) };
@@ -131,7 +135,7 @@ export class HookedModel {
   ): { value: number; grads: Map<string, tf.Tensor>; cache: ActivationCache | null } {
     const tokens = this.toTokens(input, opts.padding);
     const gradNames = resolveHookNames(this.cfg, names);
-    const plan = this.plan(tokens, opts.fwdHooks, opts.cacheNames, opts.posSlice);
+    const plan = this.plan(tokens, opts.fwdHooks, opts.cacheNames, opts.posSlice, opts.rules);
     // d(metric)/d(act) = d(metric)/d(delta) for act' = act + delta at delta = 0.
     const deltas = gradNames.map((n) => tf.zeros(hookShape(this.cfg, n, tokens.batch, tokens.seqLen)));
     try {
@@ -208,7 +212,13 @@ export class HookedModel {
     this.disposed = true;
   }
 
-  private plan(tokens: TokenBatch, fwdHooks: FwdHook[] = [], cache?: HookSelector[] | HookSelector, posSlice?: PosSlice): ForwardPlan {
+  private plan(
+    tokens: TokenBatch,
+    fwdHooks: FwdHook[] = [],
+    cache?: HookSelector[] | HookSelector,
+    posSlice?: PosSlice,
+    rules: readonly RelpRule[] = [],
+  ): ForwardPlan {
     if (this.disposed) fail(`${this.source}: model was disposed`);
     validateTokens(this.cfg, tokens);
     const hooks = new Map<string, HookFn[]>();
@@ -219,7 +229,7 @@ export class HookedModel {
       }
     }
     const cacheNames = new Set(cache ? resolveHookNames(this.cfg, cache) : []);
-    return { hooks, cacheNames, store: new Map(), posSlice, deltas: new Map() };
+    return { hooks, cacheNames, store: new Map(), posSlice, deltas: new Map(), rules: new Set(rules) };
   }
 
   private forward(tokens: TokenBatch, plan: ForwardPlan, extras: ForwardExtras): tf.Tensor {
@@ -228,9 +238,10 @@ export class HookedModel {
   }
 
   private context(plan: ForwardPlan, tokens: TokenBatch): BlockContext {
-    const { hooks, cacheNames, store, deltas, posSlice } = plan;
+    const { hooks, cacheNames, store, deltas, posSlice, rules } = plan;
     return {
       cfg: this.cfg,
+      rules,
       param: (n) => this.weight(n),
       maybeParam: (n) => this.params.get(n),
       wants: (n) => hooks.has(n) || cacheNames.has(n) || deltas.has(n),
@@ -263,6 +274,7 @@ export class HookedModel {
       maybeParam: (n) => this.params.get(n),
       wants: () => false,
       hook: (_n, x) => x,
+      rules: new Set(),
     };
   }
 }

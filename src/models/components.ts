@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ActivationKind, ModelConfig } from './config.js';
+import { halfRuleProduct, identityRule, stopGradient, type RelpRule } from './grad-rules.js';
 
 export interface BlockContext {
   cfg: ModelConfig;
@@ -14,6 +15,8 @@ export interface BlockContext {
   wants(name: string): boolean;
   param(name: string): tf.Tensor;
   maybeParam(name: string): tf.Tensor | undefined;
+  /** RelP rules active in this pass (modified gradients; forward values unchanged). */
+  rules: ReadonlySet<RelpRule>;
 }
 
 /** Apply x·W (+ b) on the last axis of a [..., in] tensor with W stored [in, out]. */
@@ -34,13 +37,18 @@ export function applyNorm(ctx: BlockContext, x: tf.Tensor, prefix: string): tf.T
     const centred = tf.sub(x, tf.mean(x, -1, true));
     const scale = ctx.hook(`${h}.hook_scale`, tf.sqrt(tf.add(tf.mean(tf.square(centred), -1, true), cfg.normEps)));
     const b = ctx.maybeParam(`${prefix}.b`);
-    const scaled = tf.mul(tf.div(centred, scale), w);
+    const scaled = tf.mul(tf.div(centred, normDenominator(ctx, scale)), w);
     return ctx.hook(`${h}.hook_normalized`, b ? tf.add(scaled, b) : scaled);
   }
   // RMSNorm: TransformerLens hooks the normalised value before the weight.
   const scale = ctx.hook(`${h}.hook_scale`, tf.sqrt(tf.add(tf.mean(tf.square(x), -1, true), cfg.normEps)));
-  const normalized = ctx.hook(`${h}.hook_normalized`, tf.div(x, scale));
+  const normalized = ctx.hook(`${h}.hook_normalized`, tf.div(x, normDenominator(ctx, scale)));
   return tf.mul(normalized, w);
+}
+
+/** LN rule: the norm's scale is a constant in the backward pass. */
+function normDenominator(ctx: BlockContext, scale: tf.Tensor): tf.Tensor {
+  return ctx.rules.has('LN') ? stopGradient(scale) : scale;
 }
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -134,7 +142,9 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   const raw = tf.matMul(qh.reshape([b * H, T, dh]), kh.reshape([b * H, dh, T])).reshape([b, H, T, T]);
   const scores = ctx.hook(p + 'hook_attn_scores', tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), inp.maskBias));
   const pattern = ctx.hook(p + 'hook_pattern', tf.softmax(scores, -1));
-  const zh = tf.matMul(pattern.reshape([b * H, T, T]), vh.reshape([b * H, T, dh])).reshape([b, H, T, dh]);
+  // AH rule: the attention pattern is a constant in the backward pass.
+  const mixing = ctx.rules.has('AH') ? stopGradient(pattern) : pattern;
+  const zh = tf.matMul(mixing.reshape([b * H, T, T]), vh.reshape([b * H, T, dh])).reshape([b, H, T, dh]);
   const z = ctx.hook(p + 'hook_z', tf.transpose(zh, [0, 2, 1, 3]));
   const W_O = ctx.param(w + 'W_O');
   const b_O = ctx.maybeParam(w + 'b_O');
@@ -152,6 +162,12 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   return out;
 }
 
+/** The MLP nonlinearity, with the Identity rule's gradient when RelP asks for it. */
+function applyActivation(ctx: BlockContext, x: tf.Tensor): tf.Tensor {
+  const act = (v: tf.Tensor) => activation(ctx.cfg.act, v);
+  return ctx.rules.has('Identity') ? identityRule(act)(x) : act(x);
+}
+
 /** MLP (standard or gated) with hooks mlp.hook_pre[, hook_pre_linear], mlp.hook_post. */
 export function mlp(ctx: BlockContext, x: tf.Tensor, l: number): tf.Tensor {
   const { cfg } = ctx;
@@ -161,10 +177,11 @@ export function mlp(ctx: BlockContext, x: tf.Tensor, l: number): tf.Tensor {
   if (cfg.mlp === 'gated') {
     const pre = ctx.hook(p + 'hook_pre', linear(x, ctx.param(w + 'W_gate'), ctx.maybeParam(w + 'b_gate')));
     const preLinear = ctx.hook(p + 'hook_pre_linear', linear(x, ctx.param(w + 'W_in'), ctx.maybeParam(w + 'b_in')));
-    post = ctx.hook(p + 'hook_post', tf.mul(activation(cfg.act, pre), preLinear));
+    const gate = applyActivation(ctx, pre);
+    post = ctx.hook(p + 'hook_post', ctx.rules.has('Half') ? halfRuleProduct(gate, preLinear) : tf.mul(gate, preLinear));
   } else {
     const pre = ctx.hook(p + 'hook_pre', linear(x, ctx.param(w + 'W_in'), ctx.maybeParam(w + 'b_in')));
-    post = ctx.hook(p + 'hook_post', activation(cfg.act, pre));
+    post = ctx.hook(p + 'hook_post', applyActivation(ctx, pre));
   }
   return linear(post, ctx.param(w + 'W_out'), ctx.maybeParam(w + 'b_out'));
 }

@@ -68,6 +68,11 @@ export interface ForwardExtras {
   inputsEmbeds?: tf.Tensor;
   /** Stop after this block and return its hook_resid_post instead of logits. */
   stopAtLayer?: number;
+  /**
+   * Unembed only each prompt's last real position: logits [b, 1, vocab]. Patching metrics need
+   * nothing else, and the unembedding is a third of a GPT-2 forward. ln_final hooks then see [b, 1, ·].
+   */
+  finalPositionOnly?: boolean;
 }
 
 /** Run the model; returns logits [b, T, vocab] (or the residual stream with stopAtLayer). */
@@ -99,9 +104,27 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
     resid = ctx.hook(hp + 'hook_resid_post', tf.add(resid, mlpOut));
   }
   if (extras.stopAtLayer !== undefined) return resid;
+  let rows = T;
+  if (extras.finalPositionOnly) {
+    // A one-hot sum (not gather) picks the last real position: differentiable on every backend.
+    resid = tf.sum(tf.mul(resid, lastPositionOneHot(tokens)), 1, true);
+    rows = 1;
+  }
   const final = applyNorm(ctx, resid, 'ln_final');
   const W_U = ctx.param('unembed.W_U');
-  const logits = tf.matMul(final.reshape([b * T, cfg.dModel]) as tf.Tensor2D, W_U as tf.Tensor2D);
+  const logits = tf.matMul(final.reshape([b * rows, cfg.dModel]) as tf.Tensor2D, W_U as tf.Tensor2D);
   const b_U = ctx.maybeParam('unembed.b_U');
-  return (b_U ? tf.add(logits, b_U) : logits).reshape([b, T, cfg.dVocab]);
+  return (b_U ? tf.add(logits, b_U) : logits).reshape([b, rows, cfg.dVocab]);
+}
+
+/** [b, T, 1] with 1 at each prompt's last real token. */
+export function lastPositionOneHot(tokens: TokenBatch): tf.Tensor3D {
+  const { batch, seqLen: T, mask } = tokens;
+  const oneHot = new Float32Array(batch * T);
+  for (let b = 0; b < batch; b++) {
+    let last = 0;
+    for (let t = 0; t < T; t++) if (mask[b * T + t]) last = t;
+    oneHot[b * T + last] = 1;
+  }
+  return tf.tensor3d(oneHot, [batch, T, 1]);
 }

@@ -5,8 +5,8 @@ export type Component = 'resid_pre' | 'resid_mid' | 'resid_post' | 'attn_out' | 
 
 export type Method = 'activation' | 'atp' | 'relp';
 
-/** LRP rules for RelP (see DESIGN.md): LN, Identity, Half on by default; AH optional. */
-export type RelpRule = 'LN' | 'Identity' | 'Half' | 'AH';
+export type { RelpRule } from '../models/grad-rules.js';
+import type { RelpRule } from '../models/grad-rules.js';
 
 export interface PatchingGrid {
   component: Component;
