@@ -26,6 +26,7 @@ import {
 } from '../datasets/ioi.js';
 import { ioiDatasetCommand } from '../src/cli/ioi-dataset.js';
 import { HooklensError } from '../src/errors.js';
+import { commonLength, readPairsFile, tokenizePairs } from '../src/patching/pairs.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { loadModel } from '../src/models/load.js';
 import type { Tokenizer } from '../src/tokenizers/tokenizer.js';
@@ -60,7 +61,6 @@ function checkPrompt(p: IoiPrompt): void {
   const i = diffIndex(p);
   expect(i).toBe(sAt[1]);
   expect(stripPunct(words(p.corrupt)[i]!)).toBe(p.corruptName);
-  expect(p.corrupt.replace(p.corruptName, p.s)).toBe(p.clean.replace(p.corruptName, p.s));
   // BABA names S first, ABBA names IO first.
   if (p.kind === 'BABA') expect(sAt[0]!).toBeLessThan(ioAt[0]!);
   else expect(ioAt[0]!).toBeLessThan(sAt[0]!);
@@ -280,7 +280,8 @@ describe('tokenizer filtering', () => {
       expect(err).toBeInstanceOf(HooklensError);
       expect((err as Error).message).toMatch(/^ioi: only \d of \d+ names are single tokens for this tokenizer/);
       expect((err as Error).message).not.toContain('\n');
-      expect(() => generateIoiPrompts({ n: 100_000, seed: 0, preset: 'simple', tokenizer: tok })).toThrow(/share one token length .*need 100000/);
+      const few = { templates: IOI_SIMPLE_TEMPLATES_BABA.slice(0, 2), places: ['park', 'zoo', 'garden'], objects: ['ball', 'cake'] };
+      expect(() => generateIoiPrompts({ ...few, n: 1000, seed: 0, preset: 'simple', tokenizer: tok })).toThrow(/share one token length .*need 1000/);
     });
 
     describe('ioi-dataset command', () => {
@@ -292,12 +293,17 @@ describe('tokenizer filtering', () => {
 
       it('writes the pairs file', async () => {
         const out = path.join(tmp, 'pairs.jsonl');
-        await ioiDatasetCommand.run(['--model', storiesGguf(), '--n', '20', '--seed', '3', '--simple', '--kind', 'BABA', '--out', out, '--json']);
+        await ioiDatasetCommand.run(['--model', storiesGguf(), '--n', '20', '--seed', '3', '--simple', '--kind', 'BABA', '--out', out]);
         const rows = fs.readFileSync(out, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l));
         expect(rows).toHaveLength(20);
         const expected = generateIoiPrompts({ n: 20, seed: 3, kind: 'BABA', preset: 'simple', tokenizer: tok });
         expect(rows).toEqual(expected.map((p) => ({ clean: p.clean, corrupt: p.corrupt, answer: p.answer, wrong: p.wrong })));
         expect(fs.readdirSync(tmp)).toEqual(['pairs.jsonl']); // no temp file left behind
+        // What `patch --pairs` does with it: equal lengths, single-token answers, no warnings.
+        const { pairs, warnings } = tokenizePairs(model, readPairsFile(out), out);
+        expect(warnings).toEqual([]);
+        expect(commonLength(pairs)).toBe(model.encode(rows[0].clean).length);
+        for (const p of pairs) expect(p.answer).not.toBe(p.wrong);
       });
 
       it('reports bad options and impossible sets as one-line errors without writing', async () => {

@@ -127,10 +127,10 @@ describe('renderPatchingReportHtml', () => {
 
   it('uses a symmetric redblue colour domain: max positive is blue, max negative red', () => {
     const svg = html.match(/<svg[\s\S]*?<\/svg>/g)![2]!; // resid_pre · relp: max 0.9, min −8/11
-    // Vega formats the aria-label numbers itself (with U+2212 minus), so match by cell position.
+    // Cells carry no aria-labels (size); find them by geometry: 22 × 20 px steps, layer 0 on top.
     const fillOf = (pos: number, layer: number): number[] => {
-      const re = new RegExp(`aria-label="pos: ${pos}: [^"]*?; layer: ${layer}; score: [^"]*"[^>]*fill="rgb\\((\\d+), (\\d+), (\\d+)\\)"`);
-      const m = re.exec(svg);
+      const d = `M${pos * 22},${layer * 20}h22v20h-22Z`;
+      const m = new RegExp(`<path[^>]*d="${d}"[^>]*fill="rgb\\((\\d+), (\\d+), (\\d+)\\)"`).exec(svg);
       expect(m, `cell ${layer},${pos}`).not.toBeNull();
       return [Number(m![1]), Number(m![2]), Number(m![3])];
     };
@@ -191,11 +191,24 @@ describe('heatmaps of other shapes', () => {
     );
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('>1: b · h2</text>');
+    // 2 layers × 6 columns, the NaN cell left blank (not drawn).
+    expect(svg.match(/<path[^>]*d="M\d+,\d+h22v20h-22Z"[^>]*fill=/g)).toHaveLength(11);
     const flat = await renderHeatmapSvg(
       { component: 'mlp_out', method: 'relp', rules: [], ld_clean: 1, ld_corrupt: 1, shape: [1, 2], axes: ['layer', 'pos'], scores: [[0, 0]] },
       [],
     );
     expect(flat).toContain('mlp_out · relp</text>');
+  }, 30_000);
+
+  it('names AtP* variant options in the title, after the plain AtP column', async () => {
+    const plain = grid('resid_pre', 'atp', () => 0.1);
+    const star: PatchingGrid = { ...grid('resid_pre', 'atp', () => 0.2), variant: ['qk-fix', 'graddrop'] };
+    const html = await renderPatchingReportHtml({ model: 'm', tokenLabels: [], grids: [star, plain], agreement: [] });
+    const titles = [...html.matchAll(/<text[^>]*font-weight="bold"[^>]*>([^<]*· [^<]*)<\/text>/g)].map((m) => m[1]);
+    expect(titles).toEqual(['resid_pre · atp', 'resid_pre · atp [qk-fix, graddrop]']);
+    // activation placeholder, both AtP grids, relp placeholder.
+    expect(html).toContain('grid-template-columns:repeat(4,max-content)');
+    expect(html).toContain('resid_pre · activation<br>not computed');
   }, 30_000);
 
   it('fails clearly on inconsistent grids', async () => {

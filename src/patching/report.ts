@@ -33,9 +33,10 @@ function fmt(x: number, digits = 3): string {
   return /^-0\.?0*$/.test(s) ? s.slice(1) : s;
 }
 
-/** Heatmap title: `${component} · ${method}` plus ` [rules]` when RelP rules are given. */
+/** Heatmap title: `${component} · ${method}` plus ` [rules]` for RelP rules and AtP* variant options. */
 export function gridTitle(grid: PatchingGrid): string {
-  const rules = grid.rules.length > 0 ? ` [${grid.rules.join(', ')}]` : '';
+  const opts = [...grid.rules, ...(grid.variant ?? [])];
+  const rules = opts.length > 0 ? ` [${opts.join(', ')}]` : '';
   return `${grid.component} · ${grid.method}${rules}`;
 }
 
@@ -109,8 +110,10 @@ export function heatmapSpec(grid: PatchingGrid, tokenLabels: readonly string[]):
     padding: 6,
     title: { text: gridTitle(grid), anchor: 'start', fontSize: 13 },
     data: { values: cells },
-    mark: { type: 'rect' },
-    width: { step: 22 },
+    // No per-cell aria-labels: they would triple the SVG size on long prompts (numbers are in the table/JSON).
+    mark: { type: 'rect', aria: false },
+    // Narrower cells for long prompts / pos × head grids so the SVG stays a reasonable width.
+    width: { step: xDomain.length > 48 ? 12 : 22 },
     height: { step: 20 },
     encoding: {
       x: {
@@ -133,7 +136,8 @@ export function heatmapSpec(grid: PatchingGrid, tokenLabels: readonly string[]):
         type: 'quantitative',
         title: 'score',
         scale: { scheme: 'redblue', domain: [-m, m] },
-        legend: { gradientLength: Math.max(60, Math.min(160, rows * 20)) },
+        // Explicit ends: vega's default labels round ±0.8 to "±1", which would misstate the scale.
+        legend: { gradientLength: Math.max(60, Math.min(160, rows * 20)), values: [-m, 0, m], format: '.2~g' },
       },
     },
     config: { view: { stroke: null }, font: 'sans-serif' },
@@ -189,7 +193,9 @@ function gridRows(grids: readonly PatchingGrid[]): { component: string; slots: (
   return [...byComponent].map(([component, list]) => {
     const slots: (PatchingGrid | Method)[] = [];
     for (const method of METHOD_ORDER) {
-      const ofMethod = list.filter((g) => g.method === method);
+      // Plain grids first, then variants (e.g. AtP*), otherwise in input order.
+      const hasVariant = (g: PatchingGrid): number => ((g.variant?.length ?? 0) > 0 ? 1 : 0);
+      const ofMethod = list.filter((g) => g.method === method).sort((a, b) => hasVariant(a) - hasVariant(b));
       // A missing method leaves a placeholder so the columns stay aligned.
       if (ofMethod.length === 0) slots.push(method);
       else slots.push(...ofMethod);

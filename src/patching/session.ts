@@ -10,10 +10,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import type { HookedModel } from '../hooks/hooked-model.js';
+import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
 import { padBatch } from '../hooks/token-batch.js';
-import { DEFAULT_RELP_RULES, type RelpRule } from '../models/grad-rules.js';
-import type { TokenBatch } from '../models/transformer.js';
+import { DEFAULT_RELP_RULES, stopGradient, type RelpRule } from '../models/grad-rules.js';
+import { maskBias, type TokenBatch } from '../models/transformer.js';
 import { finalRow, metricPerPrompt, type MetricKind, type MetricTargets } from './metrics.js';
 import { commonLength, type PromptPair } from './pairs.js';
 import { COMPONENTS, componentHook, gridShape, nest, perPromptShape } from './sites.js';
@@ -24,9 +24,20 @@ export type Direction = 'denoising' | 'noising';
 export interface SessionOptions {
   metric?: MetricKind;
   direction?: Direction;
+  /** Hooks applied in every run of the session (e.g. a fixed ablation the patching happens under). */
+  fwdHooks?: FwdHook[];
   /** Upper bound on tokens per batched forward in activation patching (default 4096). */
   maxBatchTokens?: number;
   onProgress?: (done: number, total: number) => void;
+}
+
+export interface GridOptions {
+  /** RelP rules (default LN, Identity, Half). */
+  rules?: readonly RelpRule[];
+  /** AtP*: recompute attention softmax exactly for q/k components. */
+  qkFix?: boolean;
+  /** AtP*: GradDrop (magnitudes averaged over per-layer gradient cuts). */
+  gradDrop?: boolean;
 }
 
 export class PatchingSession {
@@ -58,7 +69,9 @@ export class PatchingSession {
 
   /** Batch metric (mean over pairs) of a final-position forward. */
   private metricOf(tokens: TokenBatch): number {
-    return tf.tidy(() => tf.mean(metricPerPrompt(this.metric, finalRow(this.model.run(tokens, { finalPositionOnly: true })), this.targets)).dataSync()[0]);
+    return tf.tidy(() =>
+      tf.mean(metricPerPrompt(this.metric, finalRow(this.model.run(tokens, { finalPositionOnly: true, fwdHooks: this.opts.fwdHooks })), this.targets)).dataSync()[0],
+    );
   }
 
   /** Metric on the base and source runs (LD_corrupt and LD_clean when denoising). */
@@ -68,30 +81,42 @@ export class PatchingSession {
     return this.direction === 'denoising' ? { base, source, clean: source, corrupt: base } : { base, source, clean: base, corrupt: source };
   }
 
-  grid(component: Component, method: Method, rules: readonly RelpRule[] = DEFAULT_RELP_RULES): PatchingGrid {
+  grid(component: Component, method: Method, opts: GridOptions = {}): PatchingGrid {
     if (!COMPONENTS[component]) fail(`unknown component '${component}'`);
+    const rules = method === 'relp' ? [...(opts.rules ?? DEFAULT_RELP_RULES)] : [];
+    const variant: string[] = [];
+    if (method === 'atp' && opts.qkFix) {
+      if (component !== 'q' && component !== 'k') fail(`the AtP* QK fix applies to the q and k components, not '${component}'`);
+      variant.push('qk-fix');
+    }
+    if (method === 'atp' && opts.gradDrop) variant.push('graddrop');
+    if (method !== 'atp' && (opts.qkFix || opts.gradDrop)) fail('QK fix and GradDrop are AtP* options (method atp)');
     const { base, source, clean, corrupt } = this.baselines();
     if (base === source) fail(`the metric is the same on clean and corrupt runs (${base}); nothing to attribute`);
-    const raw = method === 'activation' ? this.activationScores(component) : this.attributionScores(component, method === 'relp' ? rules : []);
-    const scale = 1 / (source - base);
-    const flat = raw.map((v) => (method === 'activation' ? (v - base) * scale : v * scale));
+    let raw: number[];
+    if (method === 'activation') raw = this.activationScores(component).map((v) => v - base);
+    else if (opts.gradDrop) raw = this.gradDropScores(component, !!opts.qkFix);
+    else raw = this.attributionScores(component, rules, !!opts.qkFix);
+    // GradDrop scores are magnitudes, so they are scaled by |M_source − M_base|.
+    const scale = 1 / (opts.gradDrop ? Math.abs(source - base) : source - base);
     const shape = gridShape(this.model.cfg, component, this.T);
     return {
       component,
       method,
-      rules: method === 'relp' ? [...rules] : [],
+      rules,
+      ...(variant.length ? { variant } : {}),
       ld_clean: clean,
       ld_corrupt: corrupt,
       shape,
       axes: ['layer', ...COMPONENTS[component].axisNames],
-      scores: nest(flat, shape),
+      scores: nest(raw.map((v) => v * scale), shape),
     };
   }
 
   /** Source-run activations of the component at every layer, [N, ...per-prompt shape] each. */
   private sourceActivations(component: Component): tf.Tensor[] {
     const names = this.layers().map((l) => componentHook(this.model.cfg, component, l));
-    const { logits, cache } = this.model.runWithCache(this.source, { names, finalPositionOnly: true });
+    const { logits, cache } = this.model.runWithCache(this.source, { names, finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
     logits.dispose();
     return names.map((n) => cache.get(n));
   }
@@ -140,7 +165,7 @@ export class PatchingSession {
             },
           ]);
           const targets = this.repeatTargets(S);
-          const logits = this.model.run(rows, { fwdHooks: hooks, finalPositionOnly: true });
+          const logits = this.model.run(rows, { fwdHooks: [...(this.opts.fwdHooks ?? []), ...hooks], finalPositionOnly: true });
           return tf.mean(metricPerPrompt(this.metric, finalRow(logits), targets).reshape([S, N]), 1);
         });
         out.push(...values.dataSync());
@@ -175,24 +200,24 @@ export class PatchingSession {
   /**
    * Σ over pairs and non-site axes of (a_source − a_base) · ∂M/∂a, with ∂M/∂a from one backward
    * pass on the base run (plain for AtP, rule-modified for RelP). M is the batch mean, so the sum
-   * over pairs is the mean attribution.
+   * over pairs is the mean attribution. `extraHooks` lets GradDrop cut gradient paths.
    */
-  private attributionScores(component: Component, rules: readonly RelpRule[]): number[] {
+  private attributionScores(component: Component, rules: readonly RelpRule[], qkFix: boolean, extraHooks: FwdHook[] = []): number[] {
+    if (qkFix) return this.qkFixScores(component as 'q' | 'k', extraHooks);
     const names = this.layers().map((l) => componentHook(this.model.cfg, component, l));
     const src = this.sourceActivations(component);
-    const { grads, cache } = this.model.gradients(
-      this.base,
-      names,
-      (logits) => tf.mean(metricPerPrompt(this.metric, finalRow(logits), this.targets)).asScalar(),
-      { cacheNames: names, rules, finalPositionOnly: true },
-    );
+    const { grads, cache } = this.model.gradients(this.base, names, (logits) => this.batchMetric(logits), {
+      cacheNames: names,
+      rules,
+      finalPositionOnly: true,
+      fwdHooks: [...(this.opts.fwdHooks ?? []), ...extraHooks],
+    });
     const def = COMPONENTS[component];
     try {
       return this.layers().flatMap((l) => {
         const perSite = tf.tidy(() => {
           const prod = tf.mul(tf.sub(src[l], cache!.get(names[l])), grads.get(names[l])!);
-          const sumAxes = [0, ...prod.shape.slice(1).map((_, i) => i).filter((i) => !def.siteAxes.includes(i)).map((i) => i + 1)];
-          return tf.sum(prod, sumAxes);
+          return tf.sum(prod, nonSiteAxes(prod.rank, def.siteAxes));
         });
         const values = Array.from(perSite.dataSync());
         perSite.dispose();
@@ -205,9 +230,85 @@ export class PatchingSession {
     }
   }
 
+  private batchMetric(logits: tf.Tensor3D): tf.Scalar {
+    return tf.mean(metricPerPrompt(this.metric, finalRow(logits), this.targets)).asScalar();
+  }
+
+  /**
+   * AtP* QK fix (Kramár et al. 2024): a query or key change moves attention through a softmax,
+   * which a linear estimate gets badly wrong. Recompute the patched pattern of each head exactly,
+   * softmax(q'·k'ᵀ/√d + mask), and attribute Σ (pattern' − pattern) · ∂M/∂pattern.
+   */
+  private qkFixScores(component: 'q' | 'k', extraHooks: FwdHook[]): number[] {
+    const { cfg } = this.model;
+    const rope = cfg.positional === 'rope';
+    const qName = (l: number) => `${cfg.hookPrefix}blocks.${l}.attn.${rope ? 'hook_rot_q' : 'hook_q'}`;
+    const kName = (l: number) => `${cfg.hookPrefix}blocks.${l}.attn.${rope ? 'hook_rot_k' : 'hook_k'}`;
+    const pName = (l: number) => `${cfg.hookPrefix}blocks.${l}.attn.hook_pattern`;
+    const patched = component === 'q' ? qName : kName;
+    const srcRun = this.model.runWithCache(this.source, { names: this.layers().map(patched), finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
+    srcRun.logits.dispose();
+    const cacheNames = this.layers().flatMap((l) => [qName(l), kName(l), pName(l)]);
+    const { grads, cache } = this.model.gradients(this.base, this.layers().map(pName), (logits) => this.batchMetric(logits), {
+      cacheNames,
+      finalPositionOnly: true,
+      fwdHooks: [...(this.opts.fwdHooks ?? []), ...extraHooks],
+    });
+    const { nHeads: H, nKvHeads: K, dHead: dh } = cfg;
+    const T = this.T;
+    const N = this.pairs.length;
+    try {
+      return this.layers().flatMap((l) => {
+        const perHead = tf.tidy(() => {
+          const bias = maskBias(this.base, cfg.causal);
+          const toHeads = (x: tf.Tensor, n: number) => tf.transpose(x, [0, 2, 1, 3]).reshape([N, n, T, dh]);
+          const repeatKv = (x: tf.Tensor) => (K === H ? x : tf.tile(x.reshape([N, K, 1, T * dh]), [1, 1, H / K, 1]).reshape([N, H, T, dh]));
+          const q = toHeads(cache!.get(qName(l)), H);
+          const k = repeatKv(toHeads(cache!.get(kName(l)), K));
+          const src = component === 'q' ? toHeads(srcRun.cache.get(qName(l)), H) : repeatKv(toHeads(srcRun.cache.get(kName(l)), K));
+          const [qNew, kNew] = component === 'q' ? [src, k] : [q, src];
+          const scores = tf.add(tf.mul(tf.matMul(qNew.reshape([N * H, T, dh]), kNew.reshape([N * H, T, dh]), false, true).reshape([N, H, T, T]), 1 / Math.sqrt(dh)), bias);
+          const delta = tf.sub(tf.softmax(scores, -1), cache!.get(pName(l)));
+          const perQueryHead = tf.sum(tf.mul(delta, grads.get(pName(l))!), [0, 2, 3]); // [H]
+          // A key/value head feeds H/K query heads: its score is the sum over its group.
+          return component === 'k' && K !== H ? tf.sum(perQueryHead.reshape([K, H / K]), 1) : perQueryHead;
+        });
+        const values = Array.from(perHead.dataSync());
+        perHead.dispose();
+        return values;
+      });
+    } finally {
+      srcRun.cache.dispose();
+      tf.dispose([...grads.values()]);
+      cache?.dispose();
+    }
+  }
+
+  /**
+   * AtP* GradDrop: for each layer ℓ, AtP with the gradient through layer ℓ's attention and MLP
+   * outputs cut (residual path kept); score = Σ_ℓ |AtP_ℓ| / (L − 1). Magnitudes only: it is a
+   * ranking aid against cancellation, not a signed effect estimate.
+   */
+  private gradDropScores(component: Component, qkFix: boolean): number[] {
+    const { cfg } = this.model;
+    const L = cfg.nLayers;
+    let acc: number[] | null = null;
+    for (let l = 0; l < L; l++) {
+      const drop: FwdHook[] = ['hook_attn_out', 'hook_mlp_out'].map((s) => [`${cfg.hookPrefix}blocks.${l}.${s}`, (x: tf.Tensor) => stopGradient(x)]);
+      const scores = this.attributionScores(component, [], qkFix, drop);
+      acc = acc ? acc.map((v, i) => v + Math.abs(scores[i])) : scores.map(Math.abs);
+    }
+    return acc!.map((v) => v / Math.max(1, L - 1));
+  }
+
   dispose(): void {
     this.targets.cleanLogProbs?.dispose();
   }
+}
+
+/** Batch axis plus every activation axis that is not a site axis (activation axes start at 1). */
+function nonSiteAxes(rank: number, siteAxes: number[]): number[] {
+  return [0, ...Array.from({ length: rank - 1 }, (_, i) => i).filter((i) => !siteAxes.includes(i)).map((i) => i + 1)];
 }
 
 /** Flat offset, within one prompt's mask of shape maskShape, of site number `siteIndex`. */

@@ -13,6 +13,8 @@ export interface PatchingGrid {
   method: Method;
   /** Rules used (RelP only; [] otherwise). */
   rules: RelpRule[];
+  /** AtP* options used: 'qk-fix', 'graddrop'. */
+  variant?: string[];
   ld_clean: number;
   ld_corrupt: number;
   /** Axis sizes, e.g. [n_layers, n_pos] or [n_layers, n_heads] (or [n_layers, n_pos, n_heads] for head_out_pos). */
