@@ -3,12 +3,14 @@ import { HooklensError } from '../errors.js';
 import type { Command } from './args.js';
 import { cacheCommand } from './cache.js';
 import { convertCommand } from './convert.js';
+import { ioiDatasetCommand } from './ioi-dataset.js';
+import { patchCommand } from './patch.js';
 import { generateCommand } from './generate.js';
 import { hooksCommand } from './hooks.js';
 import { runCommand } from './run.js';
 import { tokenizeCommand } from './tokenize.js';
 
-const COMMANDS: Command[] = [runCommand, tokenizeCommand, generateCommand, cacheCommand, hooksCommand, convertCommand];
+const COMMANDS: Command[] = [runCommand, tokenizeCommand, generateCommand, cacheCommand, patchCommand, hooksCommand, convertCommand, ioiDatasetCommand];
 
 function overview(): string {
   const lines = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`);

@@ -1,0 +1,145 @@
+import fs from 'node:fs';
+import { fail } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { DEFAULT_RELP_RULES, RELP_RULES, type RelpRule } from '../models/grad-rules.js';
+import { loadModel } from '../models/load.js';
+import { METRICS, type MetricKind } from '../patching/metrics.js';
+import { readPairsFile, tokenizePairs, type TextPair } from '../patching/pairs.js';
+import { writePatchingReport } from '../patching/report.js';
+import { PatchingSession } from '../patching/session.js';
+import { COMPONENT_NAMES } from '../patching/sites.js';
+import { runSuite } from '../patching/suite.js';
+import type { Component, Method } from '../patching/types.js';
+import { parseOptions, parseTokenList, printJson, requireString, type Command } from './args.js';
+import { progressBar } from './progress.js';
+
+const METHODS: Method[] = ['activation', 'atp', 'relp'];
+
+export const patchCommand: Command = {
+  name: 'patch',
+  summary: 'activation patching, attribution patching (AtP, AtP*) and RelP grids',
+  usage: `hooklens patch --model PATH
+        (--clean-tokens IDS --corrupt-tokens IDS --answer-token ID --wrong-token ID
+         | --clean S --corrupt S --answer S --wrong S | --pairs FILE.jsonl)
+        --component C --method activation|atp|relp [--rules LN,Identity,Half[,AH]]
+        --out FILE.json [--report FILE.html] [--metric M] [--direction denoising|noising]
+        [--qk-fix] [--grad-drop] [--json]
+
+  --component     ${COMPONENT_NAMES.join(', ')}
+                  block components give [n_layers, n_pos] grids, head_out / q / k / v / pattern
+                  [n_layers, n_heads], head_out_pos [n_layers, n_pos, n_heads]
+  --method        activation (real patched forwards), atp (gradient estimate), relp (LRP rules)
+  --rules         RelP rules (default ${DEFAULT_RELP_RULES.join(',')}; AH optional)
+  --pairs FILE    JSONL lines {"clean","corrupt","answer","wrong"}: text or token ids; clean and
+                  corrupt must tokenize to the same length (and all pairs to one length)
+  --answer S      answer text as it continues the prompt (e.g. " Mary"); multi-token answers use
+                  their first token and say so on stderr
+  --metric M      ${METRICS.join(', ')} (default logit_diff: mean over pairs of
+                  logit(answer) − logit(wrong) at the final position)
+  --direction     denoising (default: clean activations patched into the corrupted run) or noising
+  --qk-fix        AtP*: exact attention softmax for q/k components
+  --grad-drop     AtP*: GradDrop
+  --report FILE   HTML report: heatmaps of activation, atp and relp for the component and their
+                  agreement (Pearson, Spearman, top-k overlap with activation patching)
+
+Output (--out, and stdout with --json):
+  {"component","method","rules","ld_clean","ld_corrupt","shape":[..],"scores":[[..]..]}
+  scores are normalised: (LD_patched − LD_corrupt) / (LD_clean − LD_corrupt).`,
+  async run(argv) {
+    const { values } = parseOptions('patch', argv, {
+      model: { type: 'string' },
+      'clean-tokens': { type: 'string' },
+      'corrupt-tokens': { type: 'string' },
+      'answer-token': { type: 'string' },
+      'wrong-token': { type: 'string' },
+      clean: { type: 'string' },
+      corrupt: { type: 'string' },
+      answer: { type: 'string' },
+      wrong: { type: 'string' },
+      pairs: { type: 'string' },
+      component: { type: 'string' },
+      method: { type: 'string' },
+      rules: { type: 'string' },
+      out: { type: 'string' },
+      report: { type: 'string' },
+      metric: { type: 'string' },
+      direction: { type: 'string' },
+      'qk-fix': { type: 'boolean' },
+      'grad-drop': { type: 'boolean' },
+      json: { type: 'boolean' },
+    });
+    const modelPath = requireString('patch', values, 'model');
+    const out = requireString('patch', values, 'out');
+    const component = requireString('patch', values, 'component') as Component;
+    if (!COMPONENT_NAMES.includes(component)) fail(`patch: unknown --component '${component}' (choose from ${COMPONENT_NAMES.join(', ')})`);
+    const method = requireString('patch', values, 'method') as Method;
+    if (!METHODS.includes(method)) fail(`patch: unknown --method '${method}' (choose from ${METHODS.join(', ')})`);
+    const rules = parseRules(values.rules);
+    if (values.rules !== undefined && method !== 'relp') fail('patch: --rules only applies to --method relp');
+    const metric = (values.metric ?? 'logit_diff') as MetricKind;
+    if (!METRICS.includes(metric)) fail(`patch: unknown --metric '${metric}' (choose from ${METRICS.join(', ')})`);
+    const direction = values.direction ?? 'denoising';
+    if (direction !== 'denoising' && direction !== 'noising') fail(`patch: --direction must be denoising or noising, got '${direction}'`);
+    for (const f of [out, values.report]) if (f && fs.existsSync(f) && fs.statSync(f).isDirectory()) fail(`${f}: is a directory`);
+    const textPairs = pairsFromArgs(values);
+
+    const model = await loadModel(modelPath);
+    const { pairs, warnings } = tokenizePairs(model, textPairs, values.pairs ?? 'patch');
+    for (const w of warnings) console.error(`hooklens patch: note: ${w}`);
+    const bar = progressBar(`patch ${component}`);
+    const session = new PatchingSession(model, pairs, { metric, direction, onProgress: (d, t) => bar.update(d, t) });
+    try {
+      const gridOpts = { rules, qkFix: values['qk-fix'], gradDrop: values['grad-drop'] };
+      const methods = values.report ? [method, ...METHODS.filter((m) => m !== method)] : [method];
+      const suite = runSuite(session, [component], methods, gridOpts);
+      bar.stop();
+      const grid = suite.grids[0];
+      const result = {
+        component: grid.component,
+        method: grid.method,
+        rules: grid.rules,
+        ...(grid.variant ? { variant: grid.variant } : {}),
+        metric,
+        direction,
+        ld_clean: grid.ld_clean,
+        ld_corrupt: grid.ld_corrupt,
+        shape: grid.shape,
+        axes: grid.axes,
+        scores: grid.scores,
+      };
+      if (values.report) {
+        const labels = model.tokenizer ? pairs[0].clean.map((t) => model.tokenizer!.decode([t], { skipSpecialTokens: false })) : [];
+        await writePatchingReport(values.report, { model: model.source, tokenLabels: labels, grids: suite.grids, agreement: suite.agreement, timings: suite.timings });
+      }
+      writeFileAtomic(out, JSON.stringify(result) + '\n');
+      if (values.json) printJson(result);
+    } finally {
+      bar.stop();
+      session.dispose();
+    }
+  },
+};
+
+function parseRules(s: string | undefined): RelpRule[] {
+  if (s === undefined) return [...DEFAULT_RELP_RULES];
+  const rules = s.split(',').map((r) => r.trim()).filter(Boolean);
+  for (const r of rules) if (!RELP_RULES.includes(r as RelpRule)) fail(`patch: unknown RelP rule '${r}' (choose from ${RELP_RULES.join(', ')})`);
+  return rules as RelpRule[];
+}
+
+function pairsFromArgs(v: Record<string, string | boolean | undefined>): TextPair[] {
+  const tokenForm = ['clean-tokens', 'corrupt-tokens', 'answer-token', 'wrong-token'];
+  const textForm = ['clean', 'corrupt', 'answer', 'wrong'];
+  const used = [tokenForm.some((k) => v[k] !== undefined), textForm.some((k) => v[k] !== undefined), v.pairs !== undefined].filter(Boolean).length;
+  if (used !== 1) fail('patch: give exactly one of the token form (--clean-tokens ...), the text form (--clean ...) or --pairs FILE.jsonl');
+  if (v.pairs !== undefined) return readPairsFile(String(v.pairs));
+  const form = tokenForm.some((k) => v[k] !== undefined) ? tokenForm : textForm;
+  for (const k of form) if (v[k] === undefined || v[k] === '') fail(`patch: missing --${k}`);
+  if (form === textForm) return [{ clean: String(v.clean), corrupt: String(v.corrupt), answer: String(v.answer), wrong: String(v.wrong) }];
+  const id = (k: string) => {
+    const [x, ...rest] = parseTokenList(`--${k}`, String(v[k]));
+    if (rest.length) fail(`--${k}: expected one token id`);
+    return x;
+  };
+  return [{ clean: parseTokenList('--clean-tokens', String(v['clean-tokens'])), corrupt: parseTokenList('--corrupt-tokens', String(v['corrupt-tokens'])), answer: id('answer-token'), wrong: id('wrong-token') }];
+}
