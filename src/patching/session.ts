@@ -26,7 +26,7 @@ export interface SessionOptions {
   direction?: Direction;
   /** Hooks applied in every run of the session (e.g. a fixed ablation the patching happens under). */
   fwdHooks?: FwdHook[];
-  /** Upper bound on tokens per batched forward in activation patching (default 4096). */
+  /** Upper bound on tokens per batched forward in activation patching (default 1024; bounds peak wasm memory). */
   maxBatchTokens?: number;
   onProgress?: (done: number, total: number) => void;
 }
@@ -56,6 +56,12 @@ export class PatchingSession {
   ) {
     if (pairs.length === 0) fail('patching needs at least one prompt pair');
     this.T = commonLength(pairs);
+    const V = model.cfg.dVocab;
+    pairs.forEach((p, i) => {
+      for (const [k, id] of [['answer', p.answer], ['wrong', p.wrong]] as const) {
+        if (!Number.isInteger(id) || id < 0 || id >= V) fail(`pair ${i + 1}: ${k} token ${id} is outside the vocabulary (0..${V - 1})`);
+      }
+    });
     this.metric = opts.metric ?? 'logit_diff';
     this.direction = opts.direction ?? 'denoising';
     const clean = padBatch(pairs.map((p) => p.clean));
@@ -139,7 +145,7 @@ export class PatchingSession {
     const total = cfg.nLayers * perLayer;
     const maskShape = shape.map((d, i) => (def.siteAxes.includes(i) ? d : 1));
     const maskSize = maskShape.reduce((a, b) => a * b, 1);
-    const sitesPerForward = Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 4096) / (this.T * N)));
+    const sitesPerForward = Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 1024) / (this.T * N)));
     const src = this.sourceActivations(component);
     const out: number[] = [];
     try {

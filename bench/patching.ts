@@ -1,0 +1,41 @@
+/**
+ * Cost of the expensive baseline versus the gradient estimates on a GPT-2-small-shaped model:
+ * full activation-patching grids for resid_pre, attn_out and mlp_out over a 15-token prompt pair
+ * versus AtP and RelP for the same grids.
+ *   npx tsx bench/patching.ts
+ */
+import fs from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import { loadModel } from '../src/models/load.js';
+import { PatchingSession } from '../src/patching/session.js';
+import type { Component, Method } from '../src/patching/types.js';
+import { agreementFor } from '../src/patching/stats.js';
+import { makeGpt2SmallCheckpoint } from './gpt2-small-checkpoint.js';
+
+const dir = makeGpt2SmallCheckpoint();
+const model = await loadModel(dir);
+const T = 15;
+const clean = Array.from({ length: T }, (_, i) => (i * 7919 + 13) % 50257);
+const corrupt = clean.map((t, i) => (i === 4 ? (t + 1000) % 50257 : t));
+const session = new PatchingSession(model, [{ clean, corrupt, answer: 262, wrong: 318 }], { maxBatchTokens: process.env.MBT ? Number(process.env.MBT) : undefined });
+session.baselines();
+const components: Component[] = ['resid_pre', 'attn_out', 'mlp_out'];
+const sites = components.length * model.cfg.nLayers * T;
+
+function time(method: Method): { seconds: number; grids: ReturnType<PatchingSession['grid']>[] } {
+  const t0 = performance.now();
+  const grids = components.map((c) => session.grid(c, method));
+  return { seconds: (performance.now() - t0) / 1000, grids };
+}
+
+console.log(`backend ${tf.getBackend()}; GPT-2-small shape, ${T}-token pair, ${sites} sites (3 components × 12 layers × ${T} positions)`);
+const act = time('activation');
+console.log(`activation patching: ${act.seconds.toFixed(1)} s  ${(sites / act.seconds).toFixed(1)} sites/s`);
+for (const method of ['atp', 'relp'] as const) {
+  const est = time(method);
+  const r = est.grids.map((g, i) => agreementFor(g, act.grids[i]).pearson.toFixed(3)).join(' / ');
+  console.log(`${method.padEnd(4)}: ${est.seconds.toFixed(2)} s  ${(sites / est.seconds).toFixed(0)} sites/s  speed-up ×${(act.seconds / est.seconds).toFixed(0)}  (Pearson vs activation, random weights: ${r})`);
+}
+session.dispose();
+model.dispose();
+fs.rmSync(dir, { recursive: true, force: true });
