@@ -8,19 +8,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import type { RawTensor } from '../src/io/raw-tensor.js';
+import { mulberry32 } from '../src/util/random.js';
 
 export const GPT2_SMALL = { n_layer: 12, n_embd: 768, n_head: 12, vocab_size: 50257, n_positions: 1024 };
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function makeGpt2SmallCheckpoint(dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hooklens-gpt2-small-'))): string {
   const { n_layer: L, n_embd: d, vocab_size: V, n_positions: P } = GPT2_SMALL;

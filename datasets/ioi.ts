@@ -14,6 +14,9 @@
  */
 import { fail } from '../src/errors.js';
 import type { Tokenizer } from '../src/tokenizers/tokenizer.js';
+import { mulberry32 } from '../src/util/random.js';
+
+export { mulberry32 };
 
 export type IoiKind = 'BABA' | 'ABBA';
 
@@ -166,17 +169,6 @@ export const IOI_SIMPLE: IoiVocabulary = {
 // ---------------------------------------------------------------------------------------------
 // Randomness
 
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function checkSeed(seed: number): number {
   if (!Number.isInteger(seed)) fail(`ioi: seed must be an integer, got ${seed}`);

@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FixedSizeList, List, RecordBatchFileReader, RecordBatchStreamReader, Type, tableFromIPC, tableToIPC, tableFromArrays } from 'apache-arrow';
 import { HooklensError } from '../src/errors.js';
 import { ArrowCacheWriter, cacheColumnToArray, cachePromptRows, readArrowCache, type HookColumnSpec } from '../src/io/arrow-cache.js';
+import { mulberry32 as rng } from '../src/util/random.js';
 
 let dir: string;
 beforeEach(() => {
@@ -14,17 +15,6 @@ afterEach(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-/** Deterministic pseudo-random floats (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function randF32(n: number, r: () => number): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = (r() - 0.5) * 20;
