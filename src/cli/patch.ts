@@ -76,6 +76,8 @@ Output (--out, and stdout with --json):
     if (!METHODS.includes(method)) fail(`patch: unknown --method '${method}' (choose from ${METHODS.join(', ')})`);
     const rules = parseRules(values.rules);
     if (values.rules !== undefined && method !== 'relp') fail('patch: --rules only applies to --method relp');
+    if ((values['qk-fix'] || values['grad-drop']) && method !== 'atp') fail('patch: --qk-fix and --grad-drop are AtP* options (--method atp)');
+    if (values['qk-fix'] && component !== 'q' && component !== 'k') fail(`patch: --qk-fix applies to the q and k components, not '${component}'`);
     const metric = (values.metric ?? 'logit_diff') as MetricKind;
     if (!METRICS.includes(metric)) fail(`patch: unknown --metric '${metric}' (choose from ${METRICS.join(', ')})`);
     const direction = values.direction ?? 'denoising';

@@ -19,7 +19,9 @@ export function runSuite(session: PatchingSession, components: Component[], meth
   for (const component of components) {
     for (const method of methods) {
       const t0 = performance.now();
-      grids.push(session.grid(component, method, method === 'atp' ? { qkFix: opts.qkFix && (component === 'q' || component === 'k'), gradDrop: opts.gradDrop } : opts));
+      // Each method gets only its own options: rules for RelP, the AtP* switches for AtP.
+      const own: GridOptions = method === 'relp' ? { rules: opts.rules } : method === 'atp' ? { qkFix: opts.qkFix, gradDrop: opts.gradDrop } : {};
+      grids.push(session.grid(component, method, own));
       timings[method] = (timings[method] ?? 0) + (performance.now() - t0) / 1000;
     }
   }
