@@ -48,10 +48,14 @@ interface ForwardPlan {
   posSlice?: PosSlice;
   deltas: Map<string, tf.Tensor>;
   rules: ReadonlySet<RelpRule>;
+  /** Only activation gradients are taken (weights constant): use cached Wᵀ in backward passes. */
+  constantWeights?: boolean;
 }
 
 export class HookedModel {
   private readonly params = new Map<string, tf.Tensor>();
+  /** Wᵀ per weight, made on the first backward pass that needs it. */
+  private readonly transposed = new Map<string, tf.Tensor>();
   private readonly hookList: string[];
   private disposed = false;
 
@@ -75,6 +79,15 @@ export class HookedModel {
   weight(name: string): tf.Tensor {
     const t = this.params.get(name);
     if (!t) fail(`model has no weight '${name}'`);
+    return t;
+  }
+
+  private transposedWeight(name: string): tf.Tensor {
+    let t = this.transposed.get(name);
+    if (!t) {
+      t = tf.keep(tf.transpose(this.weight(name)));
+      this.transposed.set(name, t);
+    }
     return t;
   }
 
@@ -137,6 +150,7 @@ export class HookedModel {
     const gradNames = resolveHookNames(this.cfg, names);
     const plan = this.plan(tokens, opts.fwdHooks, opts.cacheNames, opts.posSlice, opts.rules);
     // d(metric)/d(act) = d(metric)/d(delta) for act' = act + delta at delta = 0.
+    plan.constantWeights = true;
     const deltas = gradNames.map((n) => tf.zeros(hookShape(this.cfg, n, tokens.batch, tokens.seqLen)));
     try {
       const { value, grads } = tf.tidy(() =>
@@ -209,6 +223,7 @@ export class HookedModel {
   dispose(): void {
     if (this.disposed) return;
     for (const t of this.params.values()) t.dispose();
+    for (const t of this.transposed.values()) t.dispose();
     this.disposed = true;
   }
 
@@ -242,6 +257,7 @@ export class HookedModel {
     return {
       cfg: this.cfg,
       rules,
+      transposedParam: plan.constantWeights ? (n) => this.transposedWeight(n) : undefined,
       param: (n) => this.weight(n),
       maybeParam: (n) => this.params.get(n),
       wants: (n) => hooks.has(n) || cacheNames.has(n) || deltas.has(n),

@@ -17,15 +17,34 @@ export interface BlockContext {
   maybeParam(name: string): tf.Tensor | undefined;
   /** RelP rules active in this pass (modified gradients; forward values unchanged). */
   rules: ReadonlySet<RelpRule>;
+  /** Set when only activation gradients are needed: Wᵀ of a weight, cached by the model. */
+  transposedParam?: (name: string) => tf.Tensor;
 }
 
-/** Apply x·W (+ b) on the last axis of a [..., in] tensor with W stored [in, out]. */
-export function linear(x: tf.Tensor, W: tf.Tensor, b?: tf.Tensor): tf.Tensor {
+/**
+ * x·W (+ b) on the last axis of a [..., in] tensor, W the weight named `wName` stored [in, out].
+ * When the context computes gradients only for activations (weights constant), the backward pass
+ * uses a cached Wᵀ: tfjs's own matMul gradient, dy·Wᵀ as a transposed-operand matMul, runs ~10×
+ * slower on wasm. Forward values are the same matMul either way.
+ */
+export function linear(ctx: BlockContext, x: tf.Tensor, wName: string, bName?: string): tf.Tensor {
+  const W = ctx.param(wName);
+  const b = bName ? ctx.maybeParam(bName) : undefined;
   const inDim = x.shape[x.rank - 1]!;
   const lead = x.shape.slice(0, -1) as number[];
-  const y = tf.matMul(x.reshape([-1, inDim]) as tf.Tensor2D, W as tf.Tensor2D);
+  const x2 = x.reshape([-1, inDim]) as tf.Tensor2D;
+  const y = ctx.transposedParam ? matMulConstantWeight(x2, W, () => ctx.transposedParam!(wName)) : tf.matMul(x2, W as tf.Tensor2D);
   const yb = b ? tf.add(y, b) : y;
   return yb.reshape([...lead, W.shape[1]!]);
+}
+
+function matMulConstantWeight(x2: tf.Tensor2D, W: tf.Tensor, Wt: () => tf.Tensor): tf.Tensor {
+  // W is captured, not an input: no gradient is computed for it.
+  const f = tf.customGrad(((x: tf.Tensor) => ({
+    value: tf.matMul(x as tf.Tensor2D, W as tf.Tensor2D),
+    gradFunc: (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, Wt() as tf.Tensor2D),
+  })) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return f(x2);
 }
 
 /** LayerNorm / RMSNorm with TransformerLens hooks `{prefix}.hook_scale` and `.hook_normalized`. */
@@ -121,9 +140,9 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   const [b, T] = x.shape as [number, number, number];
   const { nHeads: H, nKvHeads: K, dHead: dh } = cfg;
 
-  let q = ctx.hook(p + 'hook_q', linear(x, ctx.param(w + 'W_Q'), ctx.maybeParam(w + 'b_Q')).reshape([b, T, H, dh]));
-  let k = ctx.hook(p + 'hook_k', linear(x, ctx.param(w + 'W_K'), ctx.maybeParam(w + 'b_K')).reshape([b, T, K, dh]));
-  const v = ctx.hook(p + 'hook_v', linear(x, ctx.param(w + 'W_V'), ctx.maybeParam(w + 'b_V')).reshape([b, T, K, dh]));
+  let q = ctx.hook(p + 'hook_q', linear(ctx, x, w + 'W_Q', w + 'b_Q').reshape([b, T, H, dh]));
+  let k = ctx.hook(p + 'hook_k', linear(ctx, x, w + 'W_K', w + 'b_K').reshape([b, T, K, dh]));
+  const v = ctx.hook(p + 'hook_v', linear(ctx, x, w + 'W_V', w + 'b_V').reshape([b, T, K, dh]));
   if (inp.rope) {
     q = ctx.hook(p + 'hook_rot_q', applyRope(q, inp.rope.cos, inp.rope.sin, cfg.rotaryDim));
     k = ctx.hook(p + 'hook_rot_k', applyRope(k, inp.rope.cos, inp.rope.sin, cfg.rotaryDim));
@@ -157,7 +176,7 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
     out = tf.sum(result, 2);
     if (b_O) out = tf.add(out, b_O);
   } else {
-    out = linear(z.reshape([b, T, H * dh]), W_O, b_O);
+    out = linear(ctx, z.reshape([b, T, H * dh]), w + 'W_O', w + 'b_O');
   }
   return out;
 }
@@ -175,13 +194,13 @@ export function mlp(ctx: BlockContext, x: tf.Tensor, l: number): tf.Tensor {
   const w = `blocks.${l}.mlp.`;
   let post: tf.Tensor;
   if (cfg.mlp === 'gated') {
-    const pre = ctx.hook(p + 'hook_pre', linear(x, ctx.param(w + 'W_gate'), ctx.maybeParam(w + 'b_gate')));
-    const preLinear = ctx.hook(p + 'hook_pre_linear', linear(x, ctx.param(w + 'W_in'), ctx.maybeParam(w + 'b_in')));
+    const pre = ctx.hook(p + 'hook_pre', linear(ctx, x, w + 'W_gate', w + 'b_gate'));
+    const preLinear = ctx.hook(p + 'hook_pre_linear', linear(ctx, x, w + 'W_in', w + 'b_in'));
     const gate = applyActivation(ctx, pre);
     post = ctx.hook(p + 'hook_post', ctx.rules.has('Half') ? halfRuleProduct(gate, preLinear) : tf.mul(gate, preLinear));
   } else {
-    const pre = ctx.hook(p + 'hook_pre', linear(x, ctx.param(w + 'W_in'), ctx.maybeParam(w + 'b_in')));
+    const pre = ctx.hook(p + 'hook_pre', linear(ctx, x, w + 'W_in', w + 'b_in'));
     post = ctx.hook(p + 'hook_post', applyActivation(ctx, pre));
   }
-  return linear(post, ctx.param(w + 'W_out'), ctx.maybeParam(w + 'b_out'));
+  return linear(ctx, post, w + 'W_out', w + 'b_out');
 }

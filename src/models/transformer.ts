@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import { applyNorm, attention, mlp, ropeTables, type BlockContext } from './components.js';
+import { applyNorm, attention, linear, mlp, ropeTables, type BlockContext } from './components.js';
 import type { ModelConfig } from './config.js';
 
 /** A right- or left-padded batch of token ids, row-major [batch, seqLen]. mask: 1 = real token. */
@@ -111,10 +111,7 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
     rows = 1;
   }
   const final = applyNorm(ctx, resid, 'ln_final');
-  const W_U = ctx.param('unembed.W_U');
-  const logits = tf.matMul(final.reshape([b * rows, cfg.dModel]) as tf.Tensor2D, W_U as tf.Tensor2D);
-  const b_U = ctx.maybeParam('unembed.b_U');
-  return (b_U ? tf.add(logits, b_U) : logits).reshape([b, rows, cfg.dVocab]);
+  return linear(ctx, final, 'unembed.W_U', 'unembed.b_U');
 }
 
 /** [b, T, 1] with 1 at each prompt's last real token. */
