@@ -147,6 +147,15 @@ describe.each(MODELS)('%s runtime behaviour', (name) => {
     cache.dispose();
   });
 
+  it('resuming at a layer from its cached resid_pre reproduces the full run', () => {
+    const l = model.cfg.nLayers - 1;
+    const { logits, cache } = model.runWithCache(ref.tokens, { names: [`blocks.${l}.hook_resid_pre`] });
+    const resumed = model.run(ref.tokens, { resume: { layer: l, residPre: cache.get(`blocks.${l}.hook_resid_pre`) } });
+    expect(maxScaledDiff(resumed.dataSync(), logits.dataSync())).toBeLessThan(1e-6);
+    tf.dispose([logits, resumed]);
+    cache.dispose();
+  });
+
   it('position slices keep only the requested positions', () => {
     const { logits, cache } = model.runWithCache(ref.tokens, { names: ['blocks.0.hook_resid_post', 'blocks.0.attn.hook_pattern'], posSlice: -1 });
     const full = model.runWithCache(ref.tokens, { names: ['blocks.0.hook_resid_post'] });

@@ -73,6 +73,11 @@ export interface ForwardExtras {
    * nothing else, and the unembedding is a third of a GPT-2 forward. ln_final hooks then see [b, 1, ·].
    */
   finalPositionOnly?: boolean;
+  /**
+   * Start at block `layer` from a given hook_resid_pre [b, T, d] (e.g. cached from an earlier run
+   * of the same tokens): embedding and earlier blocks are skipped and their hooks do not fire.
+   */
+  resume?: { layer: number; residPre: tf.Tensor };
 }
 
 /** Run the model; returns logits [b, T, vocab] (or the residual stream with stopAtLayer). */
@@ -82,20 +87,28 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
   const P = cfg.hookPrefix;
   const pos = positionIds(tokens);
   // Padding slots may hold any id; gather needs an in-range one.
-  const safeIds = tokens.ids.map((id, i) => (tokens.mask[i] ? id : 0));
-  let embed = extras.inputsEmbeds ?? tf.gather(ctx.param('embed.W_E'), tf.tensor2d(safeIds, [b, T], 'int32'));
-  embed = ctx.hook(P + 'hook_embed', embed);
-  let resid = embed;
-  if (cfg.positional === 'learned') {
-    const posEmbed = ctx.hook(P + 'hook_pos_embed', tf.gather(ctx.param('pos_embed.W_pos'), tf.tensor2d(pos, [b, T], 'int32')));
-    resid = tf.add(embed, posEmbed);
+  const start = extras.resume;
+  let resid: tf.Tensor;
+  if (start) {
+    // Resume from a known residual stream: layers before start.layer are not recomputed.
+    if (!tf.util.arraysEqual(start.residPre.shape, [b, T, cfg.dModel])) fail(`resume: residual stream has shape [${start.residPre.shape}], expected [${b},${T},${cfg.dModel}]`);
+    resid = start.residPre;
+  } else {
+    const safeIds = tokens.ids.map((id, i) => (tokens.mask[i] ? id : 0));
+    let embed = extras.inputsEmbeds ?? tf.gather(ctx.param('embed.W_E'), tf.tensor2d(safeIds, [b, T], 'int32'));
+    embed = ctx.hook(P + 'hook_embed', embed);
+    resid = embed;
+    if (cfg.positional === 'learned') {
+      const posEmbed = ctx.hook(P + 'hook_pos_embed', tf.gather(ctx.param('pos_embed.W_pos'), tf.tensor2d(pos, [b, T], 'int32')));
+      resid = tf.add(embed, posEmbed);
+    }
   }
   const attnInputs = {
     maskBias: maskBias(tokens, cfg.causal),
     rope: cfg.positional === 'rope' ? ropeTables(cfg, pos, b, T) : undefined,
   };
   const lastLayer = extras.stopAtLayer ?? cfg.nLayers - 1;
-  for (let l = 0; l <= lastLayer; l++) {
+  for (let l = start?.layer ?? 0; l <= lastLayer; l++) {
     const hp = `${P}blocks.${l}.`;
     resid = ctx.hook(hp + 'hook_resid_pre', resid);
     const attnOut = ctx.hook(hp + 'hook_attn_out', attention(ctx, applyNorm(ctx, resid, `blocks.${l}.ln1`), l, attnInputs));

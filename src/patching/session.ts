@@ -127,6 +127,14 @@ export class PatchingSession {
     return names.map((n) => cache.get(n));
   }
 
+  /** The base run's hook_resid_pre at every layer, [N, T, d] each (session hooks applied). */
+  private baseResidPre(): tf.Tensor[] {
+    const names = this.layers().map((l) => `${this.model.cfg.hookPrefix}blocks.${l}.hook_resid_pre`);
+    const { logits, cache } = this.model.runWithCache(this.base, { names, finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
+    logits.dispose();
+    return names.map((n) => cache.get(n));
+  }
+
   private layers(): number[] {
     return Array.from({ length: this.model.cfg.nLayers }, (_, l) => l);
   }
@@ -147,10 +155,14 @@ export class PatchingSession {
     const maskSize = maskShape.reduce((a, b) => a * b, 1);
     const sitesPerForward = Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 1024) / (this.T * N)));
     const src = this.sourceActivations(component);
+    // Every patched forward resumes from the base run's residual stream at the patched layer.
+    const baseResid = this.baseResidPre();
     const out: number[] = [];
     try {
-      for (let start = 0; start < total; start += sitesPerForward) {
-        const S = Math.min(sitesPerForward, total - start);
+      for (let start = 0; start < total; ) {
+        // Chunks stay within one layer so the whole chunk can resume at that layer.
+        const layer = Math.floor(start / perLayer);
+        const S = Math.min(sitesPerForward, (layer + 1) * perLayer - start);
         const values = tf.tidy(() => {
           // One mask per layer touched by this chunk; row block s patches its site.
           const masks = new Map<number, Uint8Array>();
@@ -171,15 +183,18 @@ export class PatchingSession {
             },
           ]);
           const targets = this.repeatTargets(S);
-          const logits = this.model.run(rows, { fwdHooks: [...(this.opts.fwdHooks ?? []), ...hooks], finalPositionOnly: true });
+          const residPre = tf.tile(baseResid[layer], [S, 1, 1]);
+          const logits = this.model.run(rows, { fwdHooks: [...(this.opts.fwdHooks ?? []), ...hooks], finalPositionOnly: true, resume: { layer, residPre } });
           return tf.mean(metricPerPrompt(this.metric, finalRow(logits), targets).reshape([S, N]), 1);
         });
         out.push(...values.dataSync());
         values.dispose();
-        this.opts.onProgress?.(start + S, total);
+        start += S;
+        this.opts.onProgress?.(start, total);
       }
     } finally {
       tf.dispose(src);
+      tf.dispose(baseResid);
       for (const [, t] of Object.entries(this.repeatCache)) tf.dispose(t.cleanLogProbs ?? []);
       this.repeatCache = {};
     }
