@@ -10,9 +10,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { COMPONENT_NAMES } from '../src/patching/sites.js';
-import { cliEnv, listTree, mkTmp, runCli, stderrLines, type CliResult } from './helpers/cli-run.js';
+import { cliSuite, listTree, stderrLines, type CliResult } from './helpers/cli-run.js';
 import { loadReference, maxScaledDiff, modelPath, storiesGguf, type Reference } from './helpers/fixtures.js';
 
 const TOL = 1e-4;
@@ -51,29 +51,9 @@ const patchingOf = (r: Reference) => r.patching as unknown as PatchingRef;
 const GPT2 = modelPath('tiny-gpt2');
 const LLAMA = modelPath('tiny-llama');
 
-let tmp: string;
-let env: NodeJS.ProcessEnv;
-
-beforeAll(() => {
-  tmp = mkTmp('hooklens-cli-patch-');
-  const hubCache = path.join(tmp, 'empty-hub-cache');
-  fs.mkdirSync(hubCache);
-  env = cliEnv(hubCache);
-});
-
-afterAll(() => {
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-function caseDir(name: string): string {
-  const d = path.join(tmp, `${name}-${Math.random().toString(36).slice(2, 8)}`);
-  fs.mkdirSync(d, { recursive: true });
-  return d;
-}
-
-function cli(args: string[], cwd?: string): Promise<CliResult> {
-  return runCli(args, { env, cwd });
-}
+const suite = cliSuite('hooklens-cli-patch-');
+const caseDir = suite.caseDir;
+const cli = (args: string[], cwd?: string): Promise<CliResult> => suite.cli(args, { cwd });
 
 function describeResult(r: CliResult): string {
   return `exit ${r.code}${r.signal ? ` (signal ${r.signal})` : ''} after ${r.ms} ms\n--- stdout ---\n${r.stdout.slice(0, 2000)}\n--- stderr ---\n${r.stderr.slice(0, 4000)}`;

@@ -14,12 +14,11 @@ import { readArrowCache } from '../src/io/arrow-cache.js';
 import { loadReference, maxScaledDiff, modelPath, storiesGguf, type Reference } from './helpers/fixtures.js';
 import {
   cliEnv,
+  cliSuite,
   copyModelDir,
   copyWritable,
   listTree,
-  mkTmp,
   readSafetensorsParts,
-  runCli,
   stderrLines,
   withI64Tensor,
   writeSafetensorsParts,
@@ -30,35 +29,12 @@ import {
 const TOL = 1e-4;
 const SPAWN_TEST_TIMEOUT = 180_000; // includes waiting for a free spawn slot
 
-let tmp: string;
-let env: NodeJS.ProcessEnv;
 const gpt2Ref: Reference = loadReference('tiny-gpt2');
 const llamaRef: Reference = loadReference('tiny-llama');
 const storiesRef: Reference = loadReference('stories260K');
 const GPT2 = modelPath('tiny-gpt2');
 const LLAMA = modelPath('tiny-llama');
-
-beforeAll(() => {
-  tmp = mkTmp('hooklens-cli-');
-  const hubCache = path.join(tmp, 'empty-hub-cache');
-  fs.mkdirSync(hubCache);
-  env = cliEnv(hubCache);
-});
-
-afterAll(() => {
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-/** A fresh directory for one test, inside the suite's temp dir. */
-function caseDir(name: string): string {
-  const d = path.join(tmp, `${name}-${Math.random().toString(36).slice(2, 8)}`);
-  fs.mkdirSync(d, { recursive: true });
-  return d;
-}
-
-function cli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  return runCli(args, { env: opts.env ?? env, cwd: opts.cwd });
-}
+const { caseDir, cli } = cliSuite('hooklens-cli-');
 
 function describeResult(r: CliResult): string {
   return `exit ${r.code}${r.signal ? ` (signal ${r.signal})` : ''} after ${r.ms} ms\n--- stdout ---\n${r.stdout.slice(0, 2000)}\n--- stderr ---\n${r.stderr.slice(0, 4000)}`;

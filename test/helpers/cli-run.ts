@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -147,4 +148,33 @@ export function mkTmp(prefix: string): string {
 export function listTree(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
   return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
+}
+
+/**
+ * Per-file CLI test scaffolding: a temp dir (removed afterwards), an env with an empty hub cache,
+ * fresh per-test directories, and a `cli` runner bound to that env.
+ */
+export function cliSuite(prefix: string): {
+  caseDir(name: string): string;
+  cli(args: string[], opts?: { cwd?: string; env?: NodeJS.ProcessEnv }): Promise<CliResult>;
+} {
+  let tmp = '';
+  let env: NodeJS.ProcessEnv = {};
+  beforeAll(() => {
+    tmp = mkTmp(prefix);
+    const hubCache = path.join(tmp, 'empty-hub-cache');
+    fs.mkdirSync(hubCache);
+    env = cliEnv(hubCache);
+  });
+  afterAll(() => {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+  return {
+    caseDir(name) {
+      const d = path.join(tmp, `${name}-${Math.random().toString(36).slice(2, 8)}`);
+      fs.mkdirSync(d, { recursive: true });
+      return d;
+    },
+    cli: (args, opts = {}) => runCli(args, { env: opts.env ?? env, cwd: opts.cwd }),
+  };
 }
