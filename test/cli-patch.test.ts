@@ -13,7 +13,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { COMPONENT_NAMES } from '../src/patching/sites.js';
 import { cliSuite, listTree, stderrLines, type CliResult } from './helpers/cli-run.js';
-import { loadReference, maxScaledDiff, modelPath, storiesGguf, type Reference } from './helpers/fixtures.js';
+import { loadReference, maxScaledDiff, modelPath, storiesGguf, type PatchingReference, type Reference } from './helpers/fixtures.js';
 
 const TOL = 1e-4;
 const SPAWN_TEST_TIMEOUT = 180_000; // includes waiting for a free spawn slot
@@ -22,15 +22,7 @@ const CONTRACT_KEYS = ['component', 'method', 'rules', 'ld_clean', 'ld_corrupt',
 /** Components the contract names, plus the per-head ones the help documents. */
 const DOCUMENTED_COMPONENTS = ['resid_pre', 'resid_mid', 'resid_post', 'attn_out', 'mlp_out', 'head_out', 'head_out_pos', 'q', 'k', 'v', 'pattern'];
 
-interface PatchingRef {
-  clean: number[];
-  corrupt: number[];
-  answer: number;
-  wrong: number;
-  ld_clean: number;
-  ld_corrupt: number;
-  grids: Record<string, Record<string, number[]> & { shape?: number[] }>;
-}
+type PatchingRef = PatchingReference;
 
 interface PatchOut {
   component: string;

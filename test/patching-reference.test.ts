@@ -4,24 +4,15 @@ import { loadModel } from '../src/models/load.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { PatchingSession } from '../src/patching/session.js';
 import type { Component, Method } from '../src/patching/types.js';
-import { loadReference, modelPath } from './helpers/fixtures.js';
+import { modelPath, patchingReference } from './helpers/fixtures.js';
 
 const MODELS = ['tiny-gpt2', 'tiny-llama', 'tiny-qwen2', 'stories260K'] as const;
 const COMPONENTS: Component[] = ['resid_pre', 'attn_out', 'mlp_out'];
 const METHODS: Method[] = ['activation', 'atp', 'relp'];
 
-interface PatchingRef {
-  clean: number[];
-  corrupt: number[];
-  answer: number;
-  wrong: number;
-  ld_clean: number;
-  ld_corrupt: number;
-  grids: Record<string, Record<string, number[]> & { shape: number[] }>;
-}
 
 describe.each(MODELS)('%s patching grids match the reference', (name) => {
-  const ref = loadReference(name).patching as unknown as PatchingRef;
+  const ref = patchingReference(name);
   let model: HookedModel;
   let session: PatchingSession;
   beforeAll(async () => {

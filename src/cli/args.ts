@@ -1,7 +1,7 @@
 /** Shared command-line plumbing: strict option parsing and the common input options. */
-import fs from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { fail, HooklensError } from '../errors.js';
+import { readJsonLines } from '../io/jsonl.js';
 
 export interface Command {
   name: string;
@@ -47,31 +47,16 @@ export type PromptSpec = { text: string } | { tokens: number[] };
 
 /** One JSONL line: {"text": ...}, {"tokens": [...]}, or a bare JSON string. */
 export function readPromptsFile(file: string): PromptSpec[] {
-  let raw: string;
-  try {
-    raw = fs.readFileSync(file, 'utf8');
-  } catch {
-    fail(`${file}: cannot read prompts file`);
-  }
-  const out: PromptSpec[] = [];
-  raw.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch {
-      fail(`${file}:${i + 1}: invalid JSON`);
+  return readJsonLines(file, 'prompts', (v, where): PromptSpec => {
+    if (typeof v === 'string') return { text: v };
+    const o = (v ?? {}) as { text?: unknown; tokens?: unknown };
+    if (typeof o.text === 'string') return { text: o.text };
+    if (Array.isArray(o.tokens)) {
+      if (!o.tokens.every((t) => Number.isInteger(t))) fail(`${where}: "tokens" must be integers`);
+      return { tokens: o.tokens as number[] };
     }
-    if (typeof v === 'string') out.push({ text: v });
-    else if (v && typeof v === 'object' && typeof (v as { text?: unknown }).text === 'string') out.push({ text: (v as { text: string }).text });
-    else if (v && typeof v === 'object' && Array.isArray((v as { tokens?: unknown }).tokens)) {
-      const toks = (v as { tokens: unknown[] }).tokens;
-      if (!toks.every((t) => Number.isInteger(t))) fail(`${file}:${i + 1}: "tokens" must be integers`);
-      out.push({ tokens: toks as number[] });
-    } else fail(`${file}:${i + 1}: expected {"text": ...} or {"tokens": [...]}`);
+    fail(`${where}: expected {"text": ...} or {"tokens": [...]}`);
   });
-  if (out.length === 0) fail(`${file}: no prompts`);
-  return out;
 }
 
 /** Exactly one of --text / --tokens (/ --prompts where allowed). */

@@ -3,8 +3,8 @@
  * Clean and corrupt must have the same token length; position-resolved grids also need every pair
  * to share one length.
  */
-import fs from 'node:fs';
 import { fail } from '../errors.js';
+import { readJsonLines } from '../io/jsonl.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 
 export interface PromptPair {
@@ -54,30 +54,16 @@ export function tokenizePair(model: HookedModel, p: TextPair, where: string, war
 
 /** JSONL: {"clean","corrupt","answer","wrong"}, each either text or token ids. */
 export function readPairsFile(file: string): TextPair[] {
-  let raw: string;
-  try {
-    raw = fs.readFileSync(file, 'utf8');
-  } catch {
-    fail(`${file}: cannot read pairs file`);
-  }
-  const pairs: TextPair[] = [];
-  raw.split('\n').forEach((line, i) => {
-    if (!line.trim()) return;
-    let v: Record<string, unknown>;
-    try {
-      v = JSON.parse(line);
-    } catch {
-      fail(`${file}:${i + 1}: invalid JSON`);
-    }
+  return readJsonLines(file, 'prompt pairs', (v, where) => {
+    const o = (v ?? {}) as Record<string, unknown>;
     for (const k of ['clean', 'corrupt', 'answer', 'wrong']) {
-      const x = v[k];
-      const ok = typeof x === 'string' || (k === 'answer' || k === 'wrong' ? Number.isInteger(x) : Array.isArray(x) && x.every(Number.isInteger));
-      if (!ok) fail(`${file}:${i + 1}: "${k}" must be ${k === 'answer' || k === 'wrong' ? 'text or a token id' : 'text or a list of token ids'}`);
+      const x = o[k];
+      const single = k === 'answer' || k === 'wrong';
+      const ok = typeof x === 'string' || (single ? Number.isInteger(x) : Array.isArray(x) && x.every(Number.isInteger));
+      if (!ok) fail(`${where}: "${k}" must be ${single ? 'text or a token id' : 'text or a list of token ids'}`);
     }
-    pairs.push(v as unknown as TextPair);
+    return o as unknown as TextPair;
   });
-  if (pairs.length === 0) fail(`${file}: no prompt pairs`);
-  return pairs;
 }
 
 export function tokenizePairs(model: HookedModel, pairs: TextPair[], source: string): { pairs: PromptPair[]; warnings: string[] } {

@@ -50,3 +50,18 @@ export function maxScaledDiff(a: ArrayLike<number>, b: ArrayLike<number>): numbe
   }
   return m;
 }
+
+/** The `patching` block of a reference file. */
+export interface PatchingReference {
+  clean: number[];
+  corrupt: number[];
+  answer: number;
+  wrong: number;
+  ld_clean: number;
+  ld_corrupt: number;
+  grids: Record<string, Record<string, number[]> & { shape: number[] }>;
+}
+
+export function patchingReference(name: 'tiny-gpt2' | 'tiny-llama' | 'tiny-qwen2' | 'stories260K'): PatchingReference {
+  return loadReference(name).patching as unknown as PatchingReference;
+}
