@@ -99,7 +99,12 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
     embed = ctx.hook(P + 'hook_embed', embed);
     resid = embed;
     if (cfg.positional === 'learned') {
-      const posEmbed = ctx.hook(P + 'hook_pos_embed', tf.gather(ctx.param('pos_embed.W_pos'), tf.tensor2d(pos, [b, T], 'int32')));
+      // Without left padding positions are 0..T-1: a slice (differentiable everywhere, unlike
+      // gather on wasm, so training works) gives the same rows.
+      const plain = pos.every((p, i) => p === i % T);
+      const W_pos = ctx.param('pos_embed.W_pos');
+      const rows = plain ? tf.tile(W_pos.slice([0, 0], [T, cfg.dModel]).expandDims(0), [b, 1, 1]) : tf.gather(W_pos, tf.tensor2d(pos, [b, T], 'int32'));
+      const posEmbed = ctx.hook(P + 'hook_pos_embed', rows);
       resid = tf.add(embed, posEmbed);
     }
   }
