@@ -1,0 +1,128 @@
+/**
+ * Circuit extraction from node (head) scores: top-n, threshold, or greedy — add heads in score
+ * order until mean-ablation faithfulness reaches a target — and conversion to a CircuitGraph.
+ */
+import { fail } from '../errors.js';
+import type { HookedModel } from '../hooks/hooked-model.js';
+import type { PromptPair } from '../patching/pairs.js';
+import { headId, type HeadRef, type HeadScore } from './common.js';
+import { ablationValues, complement, evaluateAblations, type AblationOptions } from './faithfulness.js';
+import { headNode, makeGraph, type CircuitEdge, type CircuitGraph, type CircuitNode } from './graph.js';
+
+/** How scores rank heads: by |score|, most positive first, or most negative first. */
+export type RankBy = 'abs' | 'positive' | 'negative';
+
+export type NodeScores = readonly (readonly number[])[] | readonly HeadScore[];
+
+/** [L][H] grid → list of {layer, head, score}. */
+export function gridToHeadScores(grid: readonly (readonly number[])[]): HeadScore[] {
+  return grid.flatMap((row, layer) => row.map((score, head) => ({ layer, head, score })));
+}
+
+function asList(scores: NodeScores): HeadScore[] {
+  if (scores.length === 0) return [];
+  return Array.isArray(scores[0]) ? gridToHeadScores(scores as number[][]) : [...(scores as HeadScore[])];
+}
+
+function rankKey(by: RankBy): (s: number) => number {
+  if (by === 'abs') return Math.abs;
+  if (by === 'positive') return (s) => s;
+  if (by === 'negative') return (s) => -s;
+  fail(`circuit extraction: rank by abs, positive or negative, got '${String(by)}'`);
+}
+
+/** Heads sorted by score (NaN scores dropped); ties in (layer, head) order. */
+export function rankHeads(scores: NodeScores, by: RankBy = 'abs'): HeadScore[] {
+  const key = rankKey(by);
+  return asList(scores)
+    .filter((s) => !Number.isNaN(s.score))
+    .sort((a, b) => key(b.score) - key(a.score) || a.layer - b.layer || a.head - b.head);
+}
+
+export function topNHeads(scores: NodeScores, n: number, by: RankBy = 'abs'): HeadScore[] {
+  if (!Number.isInteger(n) || n < 0) fail(`circuit extraction: n must be a non-negative integer, got ${n}`);
+  return rankHeads(scores, by).slice(0, n);
+}
+
+/** Heads whose ranking key (|s|, s or −s) is at least `threshold`. */
+export function headsAboveThreshold(scores: NodeScores, threshold: number, by: RankBy = 'abs'): HeadScore[] {
+  const key = rankKey(by);
+  return rankHeads(scores, by).filter((s) => key(s.score) >= threshold);
+}
+
+export interface GreedyOptions extends AblationOptions {
+  /** Faithfulness (LD_circuit / LD_full) to reach (default 0.8). */
+  target?: number;
+  by?: RankBy;
+  /** Stop after this many heads (default: all). */
+  maxHeads?: number;
+  /** Circuit sizes evaluated per round of batched forwards (default 8). */
+  sizesPerRound?: number;
+}
+
+export interface GreedyResult {
+  heads: HeadScore[];
+  /** Faithfulness of the returned circuit. */
+  fraction: number;
+  reached: boolean;
+  ldFull: number;
+  ldAblated: number;
+  /** Faithfulness after each size evaluated (size 0 = everything ablated). */
+  curve: { size: number; ld: number; fraction: number }[];
+}
+
+/**
+ * Add heads in score order until faithfulness ≥ target; returns the smallest such prefix (or the
+ * largest evaluated one when the target is never reached).
+ */
+export function greedyCircuit(model: HookedModel, pairs: PromptPair[], scores: NodeScores, opts: GreedyOptions = {}): GreedyResult {
+  const target = opts.target ?? 0.8;
+  const order = rankHeads(scores, opts.by ?? 'abs');
+  const maxHeads = Math.min(order.length, opts.maxHeads ?? order.length);
+  const per = Math.max(1, opts.sizesPerRound ?? 8);
+  const values = ablationValues(model, pairs, opts);
+  try {
+    const [ldFull] = evaluateAblations(model, pairs, [[]], values, opts);
+    const curve: GreedyResult['curve'] = [];
+    let ldAblated = NaN;
+    for (let start = 0; start <= maxHeads; start += per) {
+      const sizes = Array.from({ length: Math.min(per, maxHeads + 1 - start) }, (_, i) => start + i);
+      const lds = evaluateAblations(model, pairs, sizes.map((k) => complement(model, order.slice(0, k))), values, opts);
+      for (let i = 0; i < sizes.length; i++) {
+        const fraction = lds[i] / ldFull;
+        if (sizes[i] === 0) ldAblated = lds[i];
+        curve.push({ size: sizes[i], ld: lds[i], fraction });
+        if (fraction >= target) return { heads: order.slice(0, sizes[i]), fraction, reached: true, ldFull, ldAblated, curve };
+      }
+    }
+    const last = curve[curve.length - 1];
+    return { heads: order.slice(0, last.size), fraction: last.fraction, reached: false, ldFull, ldAblated, curve };
+  } finally {
+    values.dispose();
+  }
+}
+
+/** A circuit graph whose nodes are the given heads (with scores and roles when given). */
+export function circuitGraph(
+  heads: readonly (HeadRef & { score?: number })[],
+  opts: { roles?: readonly (HeadRef & { role: string })[]; edges?: readonly CircuitEdge[]; meta?: Record<string, unknown>; nLayers?: number; nHeads?: number } = {},
+): CircuitGraph {
+  const roleOf = new Map<string, string[]>();
+  for (const r of opts.roles ?? []) {
+    const id = headId(r.layer, r.head);
+    roleOf.set(id, [...(roleOf.get(id) ?? []), r.role]);
+  }
+  const seen = new Set<string>();
+  const nodes: CircuitNode[] = [];
+  for (const h of heads) {
+    const id = headId(h.layer, h.head);
+    if (seen.has(id)) continue;
+    seen.add(id);
+    const roles = roleOf.get(id);
+    nodes.push(headNode(h.layer, h.head, { ...(h.score !== undefined ? { score: h.score } : {}), ...(roles ? { role: roles.join('+') } : {}) }));
+  }
+  const meta: Record<string, unknown> = { ...(opts.meta ?? {}) };
+  if (opts.nLayers !== undefined) meta.nLayers = opts.nLayers;
+  if (opts.nHeads !== undefined) meta.nHeads = opts.nHeads;
+  return makeGraph(nodes, opts.edges ?? [], meta);
+}
