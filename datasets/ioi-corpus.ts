@@ -22,6 +22,7 @@ export const FILLER_TEMPLATES: string[] = [
   'After the lunch, [N] was at the [PLACE].',
   '[N] found a [OBJECT] at the [PLACE].',
   '[N] and [M] were friends.',
+  '[N] and [M] were there.',
 ];
 
 /** Every word the model knows (template words of both splits, all names, places, objects). */
@@ -34,7 +35,7 @@ function pick<T>(xs: readonly T[], rand: () => number): T {
   return xs[Math.floor(rand() * xs.length)];
 }
 
-/** One document: an IOI sentence with its answer (probability pIoi) or a filler sentence. */
+/** One document: an IOI sentence with its answer (probability pIoi), else a repeated list of names or a filler sentence. */
 export function sampleDocument(rand: () => number, train: IoiVocabulary = IOI_MODEL_SPLIT.train, pIoi = 0.7): string {
   if (rand() < pIoi) {
     const io = pick(train.names, rand);
@@ -42,6 +43,13 @@ export function sampleDocument(rand: () => number, train: IoiVocabulary = IOI_MO
     while (s === io) s = pick(train.names, rand);
     const { clean } = fillTemplate(pick(train.templates, rand), { io, s, c: s, place: pick(train.places, rand), object: pick(train.objects, rand) });
     return `${clean} ${io}.`;
+  }
+  if (rand() < 0.5) {
+    // A list of names said twice: teaches copying names from context (all names, held-out too),
+    // the skill IOI's name movers reuse.
+    const k = 2 + Math.floor(rand() * 3);
+    const names = Array.from({ length: k }, () => pick(IOI_NAMES, rand));
+    return `${names.join(' and ')} were there. ${names.join(' and ')} were there.`;
   }
   const n = pick(IOI_NAMES, rand);
   let m = pick(IOI_NAMES, rand);
