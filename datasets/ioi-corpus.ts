@@ -4,12 +4,42 @@
  * every name — held-out ones too — so the model is a small language model, not a classifier, and
  * knows every name's embedding even though held-out names never appear in an IOI sentence.
  */
-import { IOI_NAMES, IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES_ABBA, IOI_TEMPLATES_BABA, fillTemplate, splitHeldOut, type IoiVocabulary } from './ioi.js';
+import { IOI_NAMES, IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES_ABBA, IOI_TEMPLATES_BABA, fillTemplate, holdOut, splitHeldOut, type IoiVocabulary } from './ioi.js';
 import { BOS, words } from '../src/tokenizers/word-tokenizer.js';
 import { mulberry32 } from '../src/util/random.js';
 
+/**
+ * Extra first names: with ~200 names the model cannot memorise name-specific answers and has to
+ * learn the name-agnostic mechanism, which is what lets it generalise to held-out names.
+ */
+export const EXTRA_NAMES: string[] = (
+  'Aaron Adam Alan Albert Alice Amanda Amber Amy Andrea Angela Ann Anthony Arthur Ashley Austin ' +
+  'Barbara Benjamin Betty Beverly Bill Bob Bobby Bonnie Bradley Brenda Brian Bruce Bryan Carl Carol ' +
+  'Caroline Catherine Charles Cheryl Chris Christina Cindy Clara Craig Cynthia Dale Dana Daniel Danny ' +
+  'Debbie Deborah Denise Dennis Diana Diane Donald Donna Doris Dorothy Douglas Dylan Edward Elaine ' +
+  'Elizabeth Ellen Emily Emma Eric Ethan Eugene Evelyn Frances Frank Fred Gary Gerald Gina Gloria ' +
+  'Grace Greg Hannah Harold Harry Heather Helen Henry Howard Irene Jack Jacob Janet Janice Jason ' +
+  'Jean Jeffrey Jennifer Jeremy Jerry Jesse Joan Joe Johnny Jonathan Joseph Joshua Joyce Juan Judith ' +
+  'Judy Julia Julie Justin Karen Katherine Kathleen Kathy Keith Kelly Kenneth Kevin Kimberly Kyle ' +
+  'Larry Laura Lauren Lawrence Linda Lisa Logan Louis Lucy Marie Marilyn Mark Martha Martin Megan ' +
+  'Melissa Michelle Nancy Nathan Nicholas Noah Norma Olivia Pamela Paul Peter Philip Phyllis Rachel ' +
+  'Ralph Randy Raymond Rebecca Roger Ronald Rose Roy Russell Ruth Ryan Samuel Sandra Sara Scott Sean ' +
+  'Sharon Shirley Stephanie Susan Teresa Terry Theresa Timothy Tyler Victoria Vincent Walter Wayne ' +
+  'Wendy William Willie Zachary'
+)
+  .split(' ')
+  .filter((n) => !IOI_NAMES.includes(n));
+
+export const MODEL_NAMES: string[] = [...IOI_NAMES, ...EXTRA_NAMES];
+
+const TEMPLATE_SPLIT = splitHeldOut({ seed: 7, nameFraction: 0.2, templateFraction: 0.25 });
+const NAME_SPLIT = holdOut(MODEL_NAMES, 0.2, 7);
+
 /** Fixed split: these names and templates never appear in an IOI training sentence. */
-export const IOI_MODEL_SPLIT = splitHeldOut({ seed: 7, nameFraction: 0.2, templateFraction: 0.25 });
+export const IOI_MODEL_SPLIT: { train: IoiVocabulary; test: IoiVocabulary } = {
+  train: { ...TEMPLATE_SPLIT.train, names: NAME_SPLIT.train },
+  test: { ...TEMPLATE_SPLIT.test, names: NAME_SPLIT.test },
+};
 
 export const FILLER_TEMPLATES: string[] = [
   '[N] went to the [PLACE].',
@@ -28,7 +58,7 @@ export const FILLER_TEMPLATES: string[] = [
 /** Every word the model knows (template words of both splits, all names, places, objects). */
 export function corpusWords(): string[] {
   const text = [...IOI_TEMPLATES_BABA, ...IOI_TEMPLATES_ABBA, ...FILLER_TEMPLATES].join(' ').replace(/\[[A-Z]+\]/g, ' ');
-  return [...new Set([...words(text), ...IOI_NAMES, ...IOI_PLACES, ...IOI_OBJECTS])];
+  return [...new Set([...words(text), ...MODEL_NAMES, ...IOI_PLACES, ...IOI_OBJECTS])];
 }
 
 function pick<T>(xs: readonly T[], rand: () => number): T {
@@ -48,12 +78,12 @@ export function sampleDocument(rand: () => number, train: IoiVocabulary = IOI_MO
     // A list of names said twice: teaches copying names from context (all names, held-out too),
     // the skill IOI's name movers reuse.
     const k = 2 + Math.floor(rand() * 3);
-    const names = Array.from({ length: k }, () => pick(IOI_NAMES, rand));
+    const names = Array.from({ length: k }, () => pick(MODEL_NAMES, rand));
     return `${names.join(' and ')} were there. ${names.join(' and ')} were there.`;
   }
-  const n = pick(IOI_NAMES, rand);
-  let m = pick(IOI_NAMES, rand);
-  while (m === n) m = pick(IOI_NAMES, rand);
+  const n = pick(MODEL_NAMES, rand);
+  let m = pick(MODEL_NAMES, rand);
+  while (m === n) m = pick(MODEL_NAMES, rand);
   return pick(FILLER_TEMPLATES, rand)
     .replace('[N]', n)
     .replace('[M]', m)
