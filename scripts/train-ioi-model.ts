@@ -3,7 +3,7 @@
  * indirect object identification. Seeded and deterministic (single-threaded wasm kernels, data
  * drawn from (seed, step)), resumable from an atomic checkpoint, interruptible (Ctrl-C saves).
  *
- *   npx tsx scripts/train-ioi-model.ts [--steps 3000] [--out datasets/ioi-gpt2] [--checkpoint DIR]
+ *   npx tsx scripts/train-ioi-model.ts [--steps 4000] [--out datasets/ioi-gpt2] [--checkpoint DIR]
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -25,7 +25,7 @@ import { generateIoiPrompts } from '../datasets/ioi.js';
 
 const { values } = parseArgs({
   options: {
-    steps: { type: 'string', default: '3000' },
+    steps: { type: 'string', default: '4000' },
     out: { type: 'string', default: 'datasets/ioi-gpt2' },
     checkpoint: { type: 'string', default: '.ioi-train-checkpoint' },
     seed: { type: 'string', default: '0' },
@@ -33,7 +33,7 @@ const { values } = parseArgs({
     'd-model': { type: 'string', default: '64' },
     heads: { type: 'string', default: '4' },
     lr: { type: 'string', default: '3e-3' },
-    'p-ioi': { type: 'string', default: '0.7' },
+    'p-ioi': { type: 'string', default: '0.6' },
   },
 });
 const STEPS = Number(values.steps);
