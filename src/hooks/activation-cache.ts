@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
+import { headResults } from '../models/components.js';
 import type { TokenBatch } from '../models/transformer.js';
 import type { HookedModel } from './hooked-model.js';
 
@@ -109,14 +110,8 @@ export class ActivationCache {
   headResults(layer: number): tf.Tensor {
     const cached = this.store.get(this.layerName(layer, 'attn.hook_result'));
     if (cached) return cached.clone();
-    const { nHeads: H, dHead: dh, dModel: d } = this.model.cfg;
     const z = this.get(this.layerName(layer, 'attn.hook_z'));
-    return tf.tidy(() => {
-      const [b, T] = z.shape as number[];
-      const zByHead = tf.transpose(z.reshape([b * T, H, dh]), [1, 0, 2]);
-      const W_O = this.model.weight(`blocks.${layer}.attn.W_O`).reshape([H, dh, d]);
-      return tf.transpose(tf.matMul(zByHead, W_O), [1, 0, 2]).reshape([b, T, H, d]);
-    });
+    return tf.tidy(() => headResults(z, this.model.weight(`blocks.${layer}.attn.W_O`)));
   }
 
   /** All heads' results stacked: [L·H, batch, pos, d_model] with labels 'L{l}H{h}'. */

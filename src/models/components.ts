@@ -132,6 +132,25 @@ export interface AttentionInputs {
   rope?: { cos: tf.Tensor; sin: tf.Tensor };
 }
 
+/**
+ * GQA/MQA: [b, K, a, c] key/value-head tensors → [b, H, a, c], query head j reading kv head
+ * floor(j / (H/K)) as HF's repeat_kv. A rank-4 tile: tfjs has no rank-5 tile gradient, and wasm
+ * lacks the kernel gather's gradient needs.
+ */
+export function repeatKvHeads(x: tf.Tensor, H: number): tf.Tensor {
+  const [b, K, a, c] = x.shape as number[];
+  if (K === H) return x;
+  return tf.tile(x.reshape([b, K, 1, a * c]), [1, 1, H / K, 1]).reshape([b, H, a, c]);
+}
+
+/** Each head's write into the residual stream (no b_O): z [b, T, H, dh] · W_O[h] → [b, T, H, d]. */
+export function headResults(z: tf.Tensor, W_O: tf.Tensor): tf.Tensor {
+  const [b, T, H, dh] = z.shape as number[];
+  const d = W_O.shape[1]!;
+  const zByHead = tf.transpose(z.reshape([b * T, H, dh]), [1, 0, 2]);
+  return tf.transpose(tf.matMul(zByHead, W_O.reshape([H, dh, d])), [1, 0, 2]).reshape([b, T, H, d]);
+}
+
 /** Multi-head attention (MHA / GQA / MQA) with TransformerLens hooks; returns hook_attn_out. */
 export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: AttentionInputs): tf.Tensor {
   const { cfg } = ctx;
@@ -153,10 +172,8 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   let vh = tf.transpose(v, [0, 2, 1, 3]);
   if (K !== H) {
     // GQA: query head j reads kv head floor(j / (H/K)), as HF's repeat_kv.
-    // Rank-4 tile: tfjs has no rank-5 tile gradient, and wasm lacks the kernel gather's gradient needs.
-    const rep = H / K;
-    kh = tf.tile(kh.reshape([b, K, 1, dh * T]), [1, 1, rep, 1]).reshape([b, H, dh, T]);
-    vh = tf.tile(vh.reshape([b, K, 1, T * dh]), [1, 1, rep, 1]).reshape([b, H, T, dh]);
+    kh = repeatKvHeads(kh, H);
+    vh = repeatKvHeads(vh, H);
   }
   const raw = tf.matMul(qh.reshape([b * H, T, dh]), kh.reshape([b * H, dh, T])).reshape([b, H, T, T]);
   const scores = ctx.hook(p + 'hook_attn_scores', tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), inp.maskBias));
@@ -165,20 +182,11 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   const mixing = ctx.rules.has('AH') ? stopGradient(pattern) : pattern;
   const zh = tf.matMul(mixing.reshape([b * H, T, T]), vh.reshape([b * H, T, dh])).reshape([b, H, T, dh]);
   const z = ctx.hook(p + 'hook_z', tf.transpose(zh, [0, 2, 1, 3]));
-  const W_O = ctx.param(w + 'W_O');
+  if (!ctx.wants(p + 'hook_result')) return linear(ctx, z.reshape([b, T, H * dh]), w + 'W_O', w + 'b_O');
+  const result = ctx.hook(p + 'hook_result', headResults(z, ctx.param(w + 'W_O')));
   const b_O = ctx.maybeParam(w + 'b_O');
-  let out: tf.Tensor;
-  if (ctx.wants(p + 'hook_result')) {
-    // Per-head writes into the residual stream: result[b,t,h,:] = z[b,t,h,:] · W_O[h].
-    const zByHead = tf.transpose(z.reshape([b * T, H, dh]), [1, 0, 2]);
-    const perHead = tf.matMul(zByHead, W_O.reshape([H, dh, cfg.dModel]));
-    const result = ctx.hook(p + 'hook_result', tf.transpose(perHead, [1, 0, 2]).reshape([b, T, H, cfg.dModel]));
-    out = tf.sum(result, 2);
-    if (b_O) out = tf.add(out, b_O);
-  } else {
-    out = linear(ctx, z.reshape([b, T, H * dh]), w + 'W_O', w + 'b_O');
-  }
-  return out;
+  const out = tf.sum(result, 2);
+  return b_O ? tf.add(out, b_O) : out;
 }
 
 /** The MLP nonlinearity, with the Identity rule's gradient when RelP asks for it. */

@@ -13,6 +13,7 @@ import { fail } from '../errors.js';
 import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
 import { padBatch } from '../hooks/token-batch.js';
 import { DEFAULT_RELP_RULES, stopGradient, type RelpRule } from '../models/grad-rules.js';
+import { repeatKvHeads } from '../models/components.js';
 import { maskBias, type TokenBatch } from '../models/transformer.js';
 import { finalRow, metricPerPrompt, type MetricKind, type MetricTargets } from './metrics.js';
 import { commonLength, type PromptPair } from './pairs.js';
@@ -157,6 +158,7 @@ export class PatchingSession {
     const src = this.sourceActivations(component);
     // Every patched forward resumes from the base run's residual stream at the patched layer.
     const baseResid = this.baseResidPre();
+    const repeated = new Map<number, MetricTargets>();
     const out: number[] = [];
     try {
       for (let start = 0; start < total; ) {
@@ -182,7 +184,7 @@ export class PatchingSession {
               return tf.where(cond, patched, x);
             },
           ]);
-          const targets = this.repeatTargets(S);
+          const targets = this.repeatTargets(S, repeated);
           const residPre = tf.tile(baseResid[layer], [S, 1, 1]);
           const logits = this.model.run(rows, { fwdHooks: [...(this.opts.fwdHooks ?? []), ...hooks], finalPositionOnly: true, resume: { layer, residPre } });
           return tf.mean(metricPerPrompt(this.metric, finalRow(logits), targets).reshape([S, N]), 1);
@@ -195,22 +197,21 @@ export class PatchingSession {
     } finally {
       tf.dispose(src);
       tf.dispose(baseResid);
-      for (const [, t] of Object.entries(this.repeatCache)) tf.dispose(t.cleanLogProbs ?? []);
-      this.repeatCache = {};
+      for (const t of repeated.values()) t.cleanLogProbs?.dispose();
     }
     return out;
   }
 
-  private repeatCache: Record<number, MetricTargets> = {};
-
-  private repeatTargets(S: number): MetricTargets {
-    if (!this.repeatCache[S]) {
+  /** Targets for S copies of the pairs (site-major rows), cached per S in `cache`. */
+  private repeatTargets(S: number, cache: Map<number, MetricTargets>): MetricTargets {
+    let t = cache.get(S);
+    if (!t) {
       const rep = <T>(xs: T[]) => Array.from({ length: S }, () => xs).flat();
-      const t: MetricTargets = { answer: rep(this.targets.answer), wrong: rep(this.targets.wrong) };
+      t = { answer: rep(this.targets.answer), wrong: rep(this.targets.wrong) };
       if (this.targets.cleanLogProbs) t.cleanLogProbs = tf.keep(tf.tile(this.targets.cleanLogProbs, [S, 1]) as tf.Tensor2D);
-      this.repeatCache[S] = t;
+      cache.set(S, t);
     }
-    return this.repeatCache[S];
+    return t;
   }
 
   private basePrompt(n: number): number[] {
@@ -283,7 +284,7 @@ export class PatchingSession {
         const perHead = tf.tidy(() => {
           const bias = maskBias(this.base, cfg.causal);
           const toHeads = (x: tf.Tensor, n: number) => tf.transpose(x, [0, 2, 1, 3]).reshape([N, n, T, dh]);
-          const repeatKv = (x: tf.Tensor) => (K === H ? x : tf.tile(x.reshape([N, K, 1, T * dh]), [1, 1, H / K, 1]).reshape([N, H, T, dh]));
+          const repeatKv = (x: tf.Tensor) => repeatKvHeads(x, H);
           const q = toHeads(cache!.get(qName(l)), H);
           const k = repeatKv(toHeads(cache!.get(kName(l)), K));
           const src = component === 'q' ? toHeads(srcRun.cache.get(qName(l)), H) : repeatKv(toHeads(srcRun.cache.get(kName(l)), K));
