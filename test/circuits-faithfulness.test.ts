@@ -4,7 +4,7 @@ import { loadModel } from '../src/models/load.js';
 import type { FwdHook, HookedModel } from '../src/hooks/hooked-model.js';
 import { finalRow, metricPerPrompt } from '../src/patching/metrics.js';
 import type { PromptPair } from '../src/patching/pairs.js';
-import { allHeads, type HeadRef } from '../src/circuits/common.js';
+import { allHeads, allMlps, allNodes, type HeadRef } from '../src/circuits/common.js';
 import { ablateHeads, ablationValues, faithfulness } from '../src/circuits/faithfulness.js';
 import { circuitGraph, greedyCircuit, headsAboveThreshold, rankHeads, topNHeads } from '../src/circuits/extract.js';
 import { pathPatching } from '../src/circuits/path-patching.js';
@@ -43,8 +43,12 @@ describe.each(['tiny-gpt2', 'stories260K'] as const)('%s: faithfulness and ablat
   afterAll(() => model?.dispose());
 
   it('the full circuit keeps exactly 1; the empty circuit keeps the fully ablated ratio', () => {
-    const full = faithfulness(model, pairs, allHeads(model.cfg));
+    const full = faithfulness(model, pairs, allNodes(model.cfg));
     expect(full.fraction).toBe(1);
+    expect([full.circuitHeads, full.circuitMlps, full.mlps]).toEqual([model.cfg.nLayers * model.cfg.nHeads, model.cfg.nLayers, 'nodes']);
+    // Heads only is the whole model when MLPs are kept, and not when they are nodes.
+    expect(faithfulness(model, pairs, allHeads(model.cfg), { mlps: 'kept' }).fraction).toBe(1);
+    expect(faithfulness(model, pairs, allHeads(model.cfg)).fraction).not.toBe(1);
     expect(full.ldCircuit).toBe(full.ldFull);
     expect(Math.abs(full.ldFull - ld(model, pairs))).toBeLessThan(1e-4);
     const empty = faithfulness(model, pairs, []);
@@ -76,6 +80,26 @@ describe.each(['tiny-gpt2', 'stories260K'] as const)('%s: faithfulness and ablat
     );
     expect(Math.abs(grouped.ldAfter - ld(model, pairs, ablationHooks(model, heads, (l) => groupMean[l])))).toBeLessThan(1e-4);
     tf.dispose([...means, ...groupMean]);
+    ref.logits.dispose();
+    ref.cache.dispose();
+  });
+
+  it('MLP nodes: ablating an MLP layer = replacing its hook_mlp_out by the corrupt-prompt mean per position', () => {
+    const nodes = [{ layer: 0, mlp: true as const }, { layer: 1, head: 2 }];
+    const res = ablateHeads(model, pairs, nodes, { maxBatchTokens: 30 });
+    const names = ['blocks.0.hook_mlp_out', 'blocks.1.attn.hook_z'];
+    const ref = model.runWithCache(pairs.map((p) => p.corrupt), { names });
+    const means = names.map((n) => tf.tidy(() => tf.mean(ref.cache.get(n), 0, true)));
+    const hooks: FwdHook[] = [
+      [names[0], (x) => tf.tile(means[0], [x.shape[0]!, 1, 1])],
+      ...ablationHooks(model, [{ layer: 1, head: 2 }], () => tf.tile(means[1], [pairs.length, 1, 1, 1])),
+    ];
+    expect(Math.abs(res.ldAfter - ld(model, pairs, hooks))).toBeLessThan(1e-4);
+    // Every MLP ablated, every head kept.
+    const heads = faithfulness(model, pairs, allHeads(model.cfg));
+    const noMlps = ablateHeads(model, pairs, allMlps(model.cfg));
+    expect(heads.ldCircuit).toBeCloseTo(noMlps.ldAfter, 5);
+    tf.dispose(means);
     ref.logits.dispose();
     ref.cache.dispose();
   });
@@ -119,14 +143,15 @@ describe.each(['tiny-gpt2', 'stories260K'] as const)('%s: faithfulness and ablat
 
   it('greedy extraction stops at the first prefix reaching the target; top-n / threshold / graph helpers agree', () => {
     const direct = pathPatching(model, pairs, { receivers: 'logits' }).scores;
-    const res = greedyCircuit(model, pairs, direct, { target: 0.9, sizesPerRound: 4 });
+    // Heads only (MLPs kept): the scores are a head grid.
+    const res = greedyCircuit(model, pairs, direct, { target: 0.9, sizesPerRound: 4, mlps: 'kept' });
     expect(res.reached).toBe(true);
     expect(res.fraction).toBeGreaterThanOrEqual(0.9);
     expect(res.curve[0].size).toBe(0);
     expect(res.curve[0].ld).toBeCloseTo(res.ldAblated, 10);
     for (const c of res.curve.slice(0, -1)) expect(c.fraction).toBeLessThan(0.9);
     expect(res.curve[res.curve.length - 1].size).toBe(res.heads.length);
-    const check = faithfulness(model, pairs, res.heads);
+    const check = faithfulness(model, pairs, res.heads, { mlps: 'kept' });
     expect(Math.abs(check.fraction - res.fraction)).toBeLessThan(1e-5);
     expect(res.heads).toEqual(topNHeads(direct, res.heads.length));
     const t = Math.abs(res.heads[res.heads.length - 1]?.score ?? 0);

@@ -16,21 +16,26 @@ describe('IOI roles from evidence', () => {
   const L = 3;
   const H = 2;
   const ev: IoiEvidence = {
-    directEffect: grid(L, H, (l, h) => (l === 2 && h === 0 ? -0.4 : l === 2 && h === 1 ? 0.2 : -0.01)),
+    directEffect: grid(L, H, (l, h) => (l === 2 && h === 0 ? -0.4 : l === 2 && h === 1 ? 0.2 : l === 1 && h === 0 ? -0.3 : -0.01)),
     attnToIo: grid(L, H, (l) => (l === 2 ? 0.6 : 0.05)),
-    attnToS: grid(L, H, () => 0.1),
+    // a1.h0 attends to S and writes −S: an S-suppression head.
+    attnToS: grid(L, H, (l, h) => (l === 1 && h === 0 ? 0.5 : 0.1)),
+    copy: grid(L, H, (l) => (l === 2 ? 0.8 : 0.1)),
+    negativeCopy: grid(L, H, (l, h) => (l === 1 && h === 0 ? 0.6 : 0.1)),
     nameMovers: [{ layer: 2, head: 0 }],
+    sSuppression: [{ layer: 1, head: 0 }],
     sInhibition: grid(L, H, (l, h) => (l === 1 && h === 1 ? -0.3 : l < 2 ? -0.01 : NaN)),
     previousToken: grid(L, H, (l, h) => (l === 0 && h === 0 ? 0.9 : 0.1)),
     duplicateToken: grid(L, H, (l, h) => (l === 0 && h === 1 ? 0.5 : 0.1)),
     induction: grid(L, H, (l, h) => (l === 1 && h === 0 ? 0.7 : 0.0)),
-    thresholds: { nameMoverEffect: 0.05, nameMoverAttention: 0.15, sInhibitionEffect: 0.05, duplicateToken: 0.3, induction: 0.3, previousToken: 0.4 },
+    thresholds: { nameMoverEffect: 0.05, nameMoverAttention: 0.15, sInhibitionEffect: 0.05, copyScore: 0.3, duplicateToken: 0.3, induction: 0.3, previousToken: 0.4 },
   };
 
   it('applies the thresholds, one entry per (role, head), strongest first', () => {
     expect(rolesFromEvidence(ev)).toEqual([
       { role: 'name_mover', layer: 2, head: 0, score: 0.4 },
       { role: 'negative_name_mover', layer: 2, head: 1, score: 0.2 },
+      { role: 's_suppression', layer: 1, head: 0, score: 0.3 },
       { role: 's_inhibition', layer: 1, head: 1, score: 0.3 },
       { role: 'induction', layer: 1, head: 0, score: 0.7 },
       { role: 'duplicate_token', layer: 0, head: 1, score: 0.5 },
@@ -38,6 +43,8 @@ describe('IOI roles from evidence', () => {
     ]);
     const strict = rolesFromEvidence(ev, { nameMoverEffect: 0.5, duplicateToken: 0.6, nameMoverAttention: 0.7 });
     expect(strict.map((r) => r.role)).toEqual(['s_inhibition', 'induction', 'previous_token']);
+    // Without a negative copy score above the bar, attending to S and helping is not S-suppression.
+    expect(rolesFromEvidence(ev, { copyScore: 0.7 }).some((r) => r.role === 's_suppression')).toBe(false);
   });
 });
 
@@ -97,10 +104,12 @@ describe('tiny-gpt2: IOI head classification', () => {
       expect(-ev.directEffect[nm.layer][nm.head]).toBeGreaterThanOrEqual(0);
       expect(ev.attnToIo[nm.layer][nm.head]).toBeGreaterThan(ev.attnToS[nm.layer][nm.head]);
     }
-    const top = Math.max(...ev.nameMovers.map((h) => h.layer));
+    // Receivers: the answer-writing heads (name movers and S-suppression heads).
+    const writers = [...ev.nameMovers, ...ev.sSuppression];
+    const top = Math.max(...writers.map((h) => h.layer));
     const senders = direct.flatMap((row, layer) => row.map((_, head) => ({ layer, head }))).filter((h) => h.layer < top);
     if (senders.length) {
-      const si = pathPatching(model, pairs, { senders, receiverPositions: 'end', receivers: ev.nameMovers.map((h) => ({ ...h, input: 'q' as const })) }).scores;
+      const si = pathPatching(model, pairs, { senders, receiverPositions: 'end', receivers: writers.map((h) => ({ ...h, input: 'q' as const })) }).scores;
       si.flat().forEach((v, i) => (Number.isNaN(v) ? expect(ev.sInhibition.flat()[i]).toBeNaN() : expect(ev.sInhibition.flat()[i]).toBeCloseTo(v, 6)));
     }
     const roles = classifyIoiHeads(model, pairs, { thresholds, induction: { seqLen: 8, nSeqs: 2 } });

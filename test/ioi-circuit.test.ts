@@ -63,7 +63,10 @@ describe('IOI circuit study on the shipped model', () => {
     expect(circuit.reached).toBe(true);
     expect(circuit.faithfulness.fraction).toBeGreaterThanOrEqual(0.8);
     expect(circuit.heads.length).toBeGreaterThan(0);
-    expect(circuit.heads.length).toBeLessThan(totalHeads / 2);
+    // Everything outside the circuit is ablated, MLPs included; a minority of the heads is kept.
+    expect(circuit.faithfulness.mlps).toBe('nodes');
+    expect(circuit.faithfulness.circuitHeads).toBe(circuit.heads.filter((h) => !h.mlp).length);
+    expect(circuit.faithfulness.circuitHeads).toBeLessThan(totalHeads / 2);
     // Pruning keeps a subset of the greedy prefix that still reaches the target.
     const prefix = circuit.greedy.heads.map((h) => h.id);
     expect(circuit.greedy.faithfulness.fraction).toBeGreaterThanOrEqual(0.8);
@@ -71,6 +74,20 @@ describe('IOI circuit study on the shipped model', () => {
     // The top-n circuits have the circuit's size.
     expect(result.topN.map((t) => t.method)).toEqual(['activation', 'atp', 'relp']);
     for (const t of result.topN) expect(t.heads).toHaveLength(circuit.heads.length);
+  });
+
+  it('finds the shipped model\'s mechanism: a layer-0 S-suppression head (END attends to S, writes −S) and MLP0', () => {
+    // Found with this engine (see README): a0.h1 attends from END to the second S token and negatively copies
+    // it; MLP0 at END carries most of the rest. No name movers: the model writes −S instead of +IO.
+    const a01 = result.heads.find((h) => h.id === 'a0.h1')!;
+    expect(a01.roles).toContain('s_suppression');
+    expect(a01.attnToS).toBeGreaterThan(0.5);
+    expect(a01.attnToS).toBeGreaterThan(10 * a01.attnToIo);
+    expect(a01.negativeCopy).toBeGreaterThanOrEqual(0.3);
+    expect(a01.directEffect).toBeLessThan(-0.5);
+    expect(result.circuit.heads.map((h) => h.id)).toEqual(expect.arrayContaining(['a0.h1', 'm0']));
+    expect(result.mlps.activation[0]).toBeGreaterThan(0.5);
+    expect(result.ablation.basis).toBe('s_suppression');
   });
 
   it("ablating the circuit's answer-writing heads drops the logit difference sharply", () => {
@@ -113,7 +130,7 @@ describe('IOI circuit study on the shipped model', () => {
     expect(new Set(ids).size).toBe(ids.length);
 
     const graph = graphFromJson(fs.readFileSync(path.join(out, 'circuit.json'), 'utf8'));
-    expect(graph.nodes.filter((n) => n.kind === 'head').map((n) => n.id).sort()).toEqual(result.circuit.heads.map((h) => h.id).sort());
+    expect(graph.nodes.filter((n) => n.kind === 'head' || n.kind === 'mlp').map((n) => n.id).sort()).toEqual(result.circuit.heads.map((h) => h.id).sort());
     expect(fs.readFileSync(path.join(out, 'circuit.svg'), 'utf8')).toMatch(/^<svg /);
 
     const finite = (x: unknown) => typeof x === 'number' && Number.isFinite(x);

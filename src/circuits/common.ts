@@ -28,6 +28,39 @@ export type CircuitMetric = Exclude<MetricKind, 'kl'>;
 export const headId = (layer: number, head: number): string => `a${layer}.h${head}`;
 export const mlpId = (layer: number): string => `m${layer}`;
 
+/** A whole MLP layer as a circuit node (its hook_mlp_out at every position). */
+export interface MlpRef {
+  layer: number;
+  mlp: true;
+}
+
+/** A circuit node: an attention head or an MLP layer. */
+export type NodeRef = HeadRef | MlpRef;
+export type NodeScore = NodeRef & { score: number };
+
+export const isMlp = (n: NodeRef): n is MlpRef => (n as MlpRef).mlp === true;
+export const nodeId = (n: NodeRef): string => (isMlp(n) ? mlpId(n.layer) : headId(n.layer, n.head));
+
+/** Every MLP layer. */
+export function allMlps(cfg: ModelConfig): MlpRef[] {
+  return Array.from({ length: cfg.nLayers }, (_, layer) => ({ layer, mlp: true as const }));
+}
+
+/** Heads and MLPs in forward order (a0.h0 … a0.hH, m0, a1.h0 …). */
+export function allNodes(cfg: ModelConfig): NodeRef[] {
+  const out: NodeRef[] = [];
+  for (let layer = 0; layer < cfg.nLayers; layer++) {
+    for (let head = 0; head < cfg.nHeads; head++) out.push({ layer, head });
+    out.push({ layer, mlp: true });
+  }
+  return out;
+}
+
+export function checkNode(cfg: ModelConfig, n: NodeRef, what = 'node'): void {
+  if (!isMlp(n)) return checkHead(cfg, n, what);
+  if (!Number.isInteger(n.layer) || n.layer < 0 || n.layer >= cfg.nLayers) fail(`${what} m${n.layer}: layer must be in 0..${cfg.nLayers - 1}`);
+}
+
 export function hookName(cfg: ModelConfig, layer: number, suffix: string): string {
   return `${cfg.hookPrefix}blocks.${layer}.${suffix}`;
 }

@@ -1,28 +1,33 @@
 /**
- * Circuit extraction from node (head) scores: top-n, threshold, or greedy — add heads in score
- * order until mean-ablation faithfulness reaches a target — and conversion to a CircuitGraph.
+ * Circuit extraction from node scores (heads, and MLP layers when scored): top-n, threshold, or
+ * greedy — add nodes in score order until mean-ablation faithfulness reaches a target — and
+ * conversion to a CircuitGraph.
  */
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import type { PromptPair } from '../patching/pairs.js';
-import { headId, type HeadRef, type HeadScore } from './common.js';
+import { headId, isMlp, nodeId, type HeadRef, type HeadScore, type NodeRef, type NodeScore } from './common.js';
 import { ablationValues, complement, evaluateAblations, type AblationOptions } from './faithfulness.js';
-import { headNode, makeGraph, type CircuitEdge, type CircuitGraph, type CircuitNode } from './graph.js';
+import { headNode, makeGraph, mlpNode, type CircuitEdge, type CircuitGraph, type CircuitNode } from './graph.js';
 
 /** How scores rank heads: by |score|, most positive first, or most negative first. */
 export type RankBy = 'abs' | 'positive' | 'negative';
 
-export type NodeScores = readonly (readonly number[])[] | readonly HeadScore[];
+/** A [L][H] grid of head scores, or a list of scored heads and MLPs. */
+export type NodeScores = readonly (readonly number[])[] | readonly NodeScore[];
 
 /** [L][H] grid → list of {layer, head, score}. */
 export function gridToHeadScores(grid: readonly (readonly number[])[]): HeadScore[] {
   return grid.flatMap((row, layer) => row.map((score, head) => ({ layer, head, score })));
 }
 
-function asList(scores: NodeScores): HeadScore[] {
+function asList(scores: NodeScores): NodeScore[] {
   if (scores.length === 0) return [];
-  return Array.isArray(scores[0]) ? gridToHeadScores(scores as number[][]) : [...(scores as HeadScore[])];
+  return Array.isArray(scores[0]) ? gridToHeadScores(scores as number[][]) : [...(scores as NodeScore[])];
 }
+
+/** Forward order inside a layer: heads by index, then the MLP. */
+const slot = (n: NodeRef): number => (isMlp(n) ? Number.MAX_SAFE_INTEGER : n.head);
 
 function rankKey(by: RankBy): (s: number) => number {
   if (by === 'abs') return Math.abs;
@@ -31,21 +36,21 @@ function rankKey(by: RankBy): (s: number) => number {
   fail(`circuit extraction: rank by abs, positive or negative, got '${String(by)}'`);
 }
 
-/** Heads sorted by score (NaN scores dropped); ties in (layer, head) order. */
-export function rankHeads(scores: NodeScores, by: RankBy = 'abs'): HeadScore[] {
+/** Nodes sorted by score (NaN scores dropped); ties in forward order. */
+export function rankHeads(scores: NodeScores, by: RankBy = 'abs'): NodeScore[] {
   const key = rankKey(by);
   return asList(scores)
     .filter((s) => !Number.isNaN(s.score))
-    .sort((a, b) => key(b.score) - key(a.score) || a.layer - b.layer || a.head - b.head);
+    .sort((a, b) => key(b.score) - key(a.score) || a.layer - b.layer || slot(a) - slot(b));
 }
 
-export function topNHeads(scores: NodeScores, n: number, by: RankBy = 'abs'): HeadScore[] {
+export function topNHeads(scores: NodeScores, n: number, by: RankBy = 'abs'): NodeScore[] {
   if (!Number.isInteger(n) || n < 0) fail(`circuit extraction: n must be a non-negative integer, got ${n}`);
   return rankHeads(scores, by).slice(0, n);
 }
 
-/** Heads whose ranking key (|s|, s or −s) is at least `threshold`. */
-export function headsAboveThreshold(scores: NodeScores, threshold: number, by: RankBy = 'abs'): HeadScore[] {
+/** Nodes whose ranking key (|s|, s or −s) is at least `threshold`. */
+export function headsAboveThreshold(scores: NodeScores, threshold: number, by: RankBy = 'abs'): NodeScore[] {
   const key = rankKey(by);
   return rankHeads(scores, by).filter((s) => key(s.score) >= threshold);
 }
@@ -61,7 +66,8 @@ export interface GreedyOptions extends AblationOptions {
 }
 
 export interface GreedyResult {
-  heads: HeadScore[];
+  /** The circuit's nodes (heads and MLPs) in the order they were added. */
+  heads: NodeScore[];
   /** Faithfulness of the returned circuit. */
   fraction: number;
   reached: boolean;
@@ -87,7 +93,7 @@ export function greedyCircuit(model: HookedModel, pairs: PromptPair[], scores: N
     let ldAblated = NaN;
     for (let start = 0; start <= maxHeads; start += per) {
       const sizes = Array.from({ length: Math.min(per, maxHeads + 1 - start) }, (_, i) => start + i);
-      const lds = evaluateAblations(model, pairs, sizes.map((k) => complement(model, order.slice(0, k))), values, opts);
+      const lds = evaluateAblations(model, pairs, sizes.map((k) => complement(model, order.slice(0, k), opts)), values, opts);
       for (let i = 0; i < sizes.length; i++) {
         const fraction = lds[i] / ldFull;
         if (sizes[i] === 0) ldAblated = lds[i];
@@ -102,24 +108,25 @@ export function greedyCircuit(model: HookedModel, pairs: PromptPair[], scores: N
   }
 }
 
-/** A circuit graph whose nodes are the given heads (with scores and roles when given). */
+/** A circuit graph whose nodes are the given heads and MLPs (with scores and roles when given). */
 export function circuitGraph(
-  heads: readonly (HeadRef & { score?: number })[],
-  opts: { roles?: readonly (HeadRef & { role: string })[]; edges?: readonly CircuitEdge[]; meta?: Record<string, unknown>; nLayers?: number; nHeads?: number } = {},
+  heads: readonly (NodeRef & { score?: number })[],
+  opts: { roles?: readonly (NodeRef & { role: string })[]; edges?: readonly CircuitEdge[]; meta?: Record<string, unknown>; nLayers?: number; nHeads?: number } = {},
 ): CircuitGraph {
   const roleOf = new Map<string, string[]>();
   for (const r of opts.roles ?? []) {
-    const id = headId(r.layer, r.head);
+    const id = nodeId(r);
     roleOf.set(id, [...(roleOf.get(id) ?? []), r.role]);
   }
   const seen = new Set<string>();
   const nodes: CircuitNode[] = [];
   for (const h of heads) {
-    const id = headId(h.layer, h.head);
+    const id = nodeId(h);
     if (seen.has(id)) continue;
     seen.add(id);
     const roles = roleOf.get(id);
-    nodes.push(headNode(h.layer, h.head, { ...(h.score !== undefined ? { score: h.score } : {}), ...(roles ? { role: roles.join('+') } : {}) }));
+    const extra = { ...(h.score !== undefined ? { score: h.score } : {}), ...(roles ? { role: roles.join('+') } : {}) };
+    nodes.push(isMlp(h) ? mlpNode(h.layer, extra) : headNode(h.layer, h.head, extra));
   }
   const meta: Record<string, unknown> = { ...(opts.meta ?? {}) };
   if (opts.nLayers !== undefined) meta.nLayers = opts.nLayers;

@@ -42,7 +42,8 @@ import { PatchingSession } from '../patching/session.js';
 import { gridShape } from '../patching/sites.js';
 import { runSuite, type SuiteResult } from '../patching/suite.js';
 import type { Agreement, Component, Method, PatchingGrid } from '../patching/types.js';
-import { allHeads, headId, hookName, mean, pairBatches, rowMetrics, type HeadRef, type HeadScore } from './common.js';
+import { allHeads, headId, hookName, isMlp, mean, nodeId, pairBatches, rowMetrics, type HeadRef, type HeadScore, type NodeScore } from './common.js';
+import { mlpActivationScores, mlpScoresFromGrid, nodeScoreList } from './node-scores.js';
 import { edgeAttributionPatching, topEdges, eapGraph, type EapResult, type EdgeScore } from './eap.js';
 import { circuitGraph, greedyCircuit, topNHeads, type GreedyResult, type RankBy } from './extract.js';
 import { ablateHeads, ablationValues, complement, evaluateAblations, faithfulness, type AblationOptions, type AblationResult, type FaithfulnessResult } from './faithfulness.js';
@@ -79,8 +80,13 @@ export interface IoiStudyOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-export interface IoiCircuitHead extends HeadScore {
+/** A circuit node: a head (head set) or a whole MLP layer (mlp true). */
+export interface IoiCircuitHead {
   id: string;
+  layer: number;
+  head?: number;
+  mlp?: true;
+  score: number;
   roles: string[];
 }
 
@@ -104,6 +110,9 @@ export interface IoiHeadRow {
   directEffect: number;
   attnToIo: number;
   attnToS: number;
+  /** OV copy / negative copy scores (copy-scores.ts). */
+  copy: number;
+  negativeCopy: number;
   roles: string[];
   inCircuit: boolean;
 }
@@ -134,6 +143,8 @@ export interface IoiStudyResult {
   evidence: IoiEvidence;
   roles: HeadRole[];
   heads: IoiHeadRow[];
+  /** Whole-layer MLP node scores per method (activation: all positions patched at once; AtP/RelP: sum of the mlp_out grid). [L] */
+  mlps: Record<Method, number[]>;
   eap: { atp: EapResult; relp: EapResult; top: { atp: EdgeScore[]; relp: EdgeScore[] }; graphs: { atp: CircuitGraph; relp: CircuitGraph } };
   circuit: {
     method: 'greedy' | 'greedy+prune';
@@ -150,8 +161,8 @@ export interface IoiStudyResult {
   };
   topN: IoiTopNCircuit[];
   ablation: {
-    /** name_mover: the circuit's name movers; direct_effect: no name mover in the circuit, heads chosen by direct effect. */
-    basis: 'name_mover' | 'direct_effect';
+    /** The circuit's name movers; else its S-suppression heads; else its heads with the largest direct effect. */
+    basis: 'name_mover' | 's_suppression' | 'direct_effect';
     heads: IoiCircuitHead[];
     result: AblationResult;
   };
@@ -163,6 +174,8 @@ export interface IoiStudyResult {
   /** Seconds for the whole study. */
   runSeconds: number;
 }
+
+const toNodeRef = (n: IoiCircuitHead): NodeScore => (n.mlp || n.head === undefined ? { layer: n.layer, mlp: true, score: n.score } : { layer: n.layer, head: n.head, score: n.score });
 
 function isTextPrompts(xs: readonly IoiPrompt[] | readonly PromptPair[]): xs is readonly IoiPrompt[] {
   return xs.length > 0 && typeof (xs[0] as IoiPrompt).clean === 'string';
@@ -271,39 +284,49 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     return (g.scores as number[][]).map((r) => [...r]);
   };
   const headScores = { activation: headGridOf('activation'), atp: headGridOf('atp'), relp: headGridOf('relp') };
+  // MLP layers are circuit nodes unless the ablation keeps them.
+  const mlpsAreNodes = ablationOpts.mlps !== 'kept';
+  const mlpGridOf = (m: Exclude<Method, 'activation'>): number[] => {
+    const g = patching.grids.find((x) => x.component === 'mlp_out' && x.method === m);
+    return g ? mlpScoresFromGrid(g) : new Array<number>(L).fill(NaN);
+  };
+  const mlpScores: Record<Method, number[]> = { activation: mlpActivationScores(model, pairs, { metric: ablationOpts.metric }), atp: mlpGridOf('atp'), relp: mlpGridOf('relp') };
+  const nodeScores = Object.fromEntries(IOI_METHODS.map((m) => [m, nodeScoreList(headScores[m], mlpsAreNodes ? mlpScores[m] : [])])) as Record<Method, NodeScore[]>;
 
   // ---- 3. roles and EAP edges
   phase('roles');
   const evidence = ioiHeadEvidence(model, pairs, opts.roles ?? {});
   const roles = rolesFromEvidence(evidence);
   const rolesOf = (h: HeadRef): string[] => roles.filter((r) => r.layer === h.layer && r.head === h.head).map((r) => r.role);
-  const withRoles = (hs: readonly HeadScore[]): IoiCircuitHead[] => hs.map((h) => ({ id: headId(h.layer, h.head), layer: h.layer, head: h.head, score: h.score, roles: rolesOf(h) }));
+  const withRoles = (hs: readonly NodeScore[]): IoiCircuitHead[] =>
+    hs.map((h) => (isMlp(h) ? { id: nodeId(h), layer: h.layer, mlp: true as const, score: h.score, roles: [] } : { id: nodeId(h), layer: h.layer, head: h.head, score: h.score, roles: rolesOf(h) }));
+  const headsOnly = (ns: readonly IoiCircuitHead[]): (IoiCircuitHead & { head: number })[] => ns.filter((n): n is IoiCircuitHead & { head: number } => n.head !== undefined);
 
   phase('eap');
   const nTop = opts.topEdges ?? 20;
-  const eapAtp = edgeAttributionPatching(model, pairs, { method: 'atp' });
-  const eapRelp = edgeAttributionPatching(model, pairs, { method: 'relp' });
+  const eapAtp = edgeAttributionPatching(model, pairs, { method: 'atp', mlps: mlpsAreNodes });
+  const eapRelp = edgeAttributionPatching(model, pairs, { method: 'relp', mlps: mlpsAreNodes });
   const top = { atp: topEdges(eapAtp, nTop), relp: topEdges(eapRelp, nTop) };
   const eapGraphs = { atp: eapGraph(eapAtp, top.atp, { topEdges: nTop }), relp: eapGraph(eapRelp, top.relp, { topEdges: nTop }) };
 
   // ---- 4. circuits and faithfulness
   phase('circuit');
-  const greedy = greedyCircuit(model, pairs, headScores.activation, { ...ablationOpts, target, by: rankBy });
+  const greedy = greedyCircuit(model, pairs, nodeScores.activation, { ...ablationOpts, target, by: rankBy });
   const values = ablationValues(model, pairs, ablationOpts);
   let circuitFaith: FaithfulnessResult;
   let greedyFaith: FaithfulnessResult;
   const topN: IoiTopNCircuit[] = [];
   let ablation: IoiStudyResult['ablation'];
-  let kept: HeadScore[] = [...greedy.heads];
+  let kept: NodeScore[] = [...greedy.heads];
   let circuitHeads: IoiCircuitHead[] = [];
-  const pruned: HeadScore[] = [];
+  const pruned: NodeScore[] = [];
   try {
     if (greedy.reached && (opts.prune ?? true)) {
       // Last-added (lowest-ranked) first: drop a head when the others still reach the target.
       const [ldFull] = evaluateAblations(model, pairs, [[]], values, ablationOpts);
       for (const h of [...greedy.heads].reverse()) {
         const rest = kept.filter((k) => k !== h);
-        const [ld] = evaluateAblations(model, pairs, [complement(model, rest)], values, ablationOpts);
+        const [ld] = evaluateAblations(model, pairs, [complement(model, rest, ablationOpts)], values, ablationOpts);
         if (ld / ldFull >= target) {
           kept = rest;
           pruned.push(h);
@@ -315,18 +338,23 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     greedyFaith = pruned.length > 0 ? faithfulness(model, pairs, greedy.heads, { ...ablationOpts, values }) : circuitFaith;
     const n = opts.topN ?? Math.max(1, kept.length);
     for (const m of IOI_METHODS) {
-      const hs = topNHeads(headScores[m], n, rankBy);
+      const hs = topNHeads(nodeScores[m], n, rankBy);
       topN.push({ method: m, n, heads: withRoles(hs), faithfulness: faithfulness(model, pairs, hs, { ...ablationOpts, values }) });
     }
 
     // ---- 5. ablate the circuit's answer-writing heads
     phase('ablation');
     const de = (h: HeadRef) => evidence.directEffect[h.layer][h.head];
-    let basis: 'name_mover' | 'direct_effect' = 'name_mover';
-    let writers = circuitHeads.filter((h) => h.roles.includes('name_mover'));
+    let basis: IoiStudyResult['ablation']['basis'] = 'name_mover';
+    const circuitHeadNodes = headsOnly(circuitHeads);
+    let writers: IoiCircuitHead[] = circuitHeadNodes.filter((h) => h.roles.includes('name_mover'));
+    if (writers.length === 0) {
+      basis = 's_suppression';
+      writers = circuitHeadNodes.filter((h) => h.roles.includes('s_suppression'));
+    }
     if (writers.length === 0) {
       basis = 'direct_effect';
-      const byDe = [...circuitHeads].sort((a, b) => de(a) - de(b));
+      const byDe = [...circuitHeadNodes].sort((a, b) => de(a) - de(b));
       writers = byDe.filter((h) => -de(h) >= evidence.thresholds.nameMoverEffect);
       if (writers.length === 0 && byDe.length > 0) writers = [byDe[0]];
     }
@@ -335,7 +363,7 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
       const best = allHeads(cfg).sort((a, b) => de(a) - de(b))[0];
       writers = withRoles([{ ...best, score: headScores.activation[best.layer][best.head] }]);
     }
-    ablation = { basis, heads: writers, result: ablateHeads(model, pairs, writers, { ...ablationOpts, values }) };
+    ablation = { basis, heads: writers, result: ablateHeads(model, pairs, writers.map(toNodeRef), { ...ablationOpts, values }) };
   } finally {
     values.dispose();
   }
@@ -352,7 +380,7 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
       for (const to of r.nodes) if (to === LOGITS_ID || inCircuit.has(to)) edges.push({ from, to, kind: r.kind, weight: w });
     });
   });
-  const graph = circuitGraph(circuitHeads, {
+  const graph = circuitGraph(circuitHeads.map(toNodeRef), {
     roles,
     edges,
     nLayers: L,
@@ -376,9 +404,9 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     const id = headId(h.layer, h.head);
     if (!keyIds.has(id)) (keyIds.add(id), key.push({ layer: h.layer, head: h.head }));
   };
-  circuitHeads.forEach(addKey);
-  ablation.heads.forEach(addKey);
-  roles.filter((r) => r.role === 'name_mover' || r.role === 'negative_name_mover' || r.role === 's_inhibition').forEach(addKey);
+  headsOnly(circuitHeads).forEach(addKey);
+  headsOnly(ablation.heads).forEach(addKey);
+  roles.filter((r) => r.role === 'name_mover' || r.role === 'negative_name_mover' || r.role === 's_suppression' || r.role === 's_inhibition').forEach(addKey);
   const maxPat = opts.maxPatternHeads ?? 8;
   const keyHeads = key.slice(0, maxPat).sort((a, b) => a.layer - b.layer || a.head - b.head);
   const example = pairs[0];
@@ -425,6 +453,8 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     directEffect: evidence.directEffect[h.layer][h.head],
     attnToIo: evidence.attnToIo[h.layer][h.head],
     attnToS: evidence.attnToS[h.layer][h.head],
+    copy: evidence.copy[h.layer][h.head],
+    negativeCopy: evidence.negativeCopy[h.layer][h.head],
     roles: rolesOf(h),
     inCircuit: inCircuit.has(headId(h.layer, h.head)),
   }));
@@ -444,6 +474,7 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     evidence,
     roles,
     heads,
+    mlps: mlpScores,
     eap: { atp: eapAtp, relp: eapRelp, top, graphs: eapGraphs },
     circuit: {
       method: (opts.prune ?? true) ? 'greedy+prune' : 'greedy',
@@ -480,11 +511,14 @@ function faithJson(f: FaithfulnessResult) {
     ldCircuit: r6(f.ldCircuit),
     ldAblated: r6(f.ldAblated),
     size: f.circuitSize,
+    heads: f.circuitHeads,
+    mlps: f.circuitMlps,
+    mlpsAblated: f.mlps === 'nodes',
     kind: f.kind,
   };
 }
 
-const headJson = (h: IoiCircuitHead) => ({ id: h.id, layer: h.layer, head: h.head, score: r6(h.score), roles: h.roles });
+const headJson = (h: IoiCircuitHead) => ({ id: h.id, layer: h.layer, head: h.head ?? null, mlp: h.mlp === true, score: r6(h.score), roles: h.roles });
 const edgeJson = (e: EdgeScore) => ({ from: e.from, to: e.to, kind: e.kind, score: r6(e.score) });
 
 /** Every number of the study as plain JSON (non-finite values become null). */
@@ -512,9 +546,12 @@ export function ioiSummary(r: IoiStudyResult) {
       directEffect: r6(h.directEffect),
       attnToIo: r6(h.attnToIo),
       attnToS: r6(h.attnToS),
+      copy: r6(h.copy),
+      negativeCopy: r6(h.negativeCopy),
       roles: h.roles,
       inCircuit: h.inCircuit,
     })),
+    mlps: Object.fromEntries(Object.entries(r.mlps).map(([m, xs]) => [m, xs.map(r6)])),
     eap: {
       atp: { ldClean: r6(r.eap.atp.ldClean), ldCorrupt: r6(r.eap.atp.ldCorrupt), direction: r.eap.atp.direction, topEdges: r.eap.top.atp.map(edgeJson) },
       relp: { ldClean: r6(r.eap.relp.ldClean), ldCorrupt: r6(r.eap.relp.ldCorrupt), direction: r.eap.relp.direction, rules: r.eap.relp.rules, topEdges: r.eap.top.relp.map(edgeJson) },
@@ -527,6 +564,8 @@ export function ioiSummary(r: IoiStudyResult) {
       reached: r.circuit.reached,
       heads: r.circuit.heads.map(headJson),
       size: r.circuit.heads.length,
+      nHeads: r.circuit.heads.filter((h) => !h.mlp).length,
+      nMlps: r.circuit.heads.filter((h) => h.mlp).length,
       greedy: { heads: r.circuit.greedy.heads.map(headJson), faithfulness: faithJson(r.circuit.greedy.faithfulness), pruned: r.circuit.greedy.pruned.map(headJson) },
       totalHeads: r.totalHeads,
       faithfulness: faithJson(r.circuit.faithfulness),
@@ -579,6 +618,12 @@ export function formatAgreementTable(agreement: readonly Agreement[]): string {
   );
 }
 
+const BASIS_TEXT: Record<IoiStudyResult['ablation']['basis'], string> = {
+  name_mover: 'name movers',
+  s_suppression: 'S-suppression heads; no name mover in the circuit',
+  direct_effect: 'largest direct effect; no name mover or S-suppression head in the circuit',
+};
+
 const headList = (hs: readonly IoiCircuitHead[]) => (hs.length ? hs.map((h) => (h.roles.length ? `${h.id} (${h.roles.join('+')})` : h.id)).join(', ') : '(none)');
 const pct = (x: number) => (Number.isFinite(x) ? `${(100 * x).toFixed(1)} %` : 'n/a');
 
@@ -598,13 +643,17 @@ export function formatIoiSummary(r: IoiStudyResult): string {
   }
   const c = r.circuit;
   const f = c.faithfulness;
-  out.push('', `Circuit (greedy by activation-patching head_out scores${c.method === 'greedy+prune' ? ', then pruned' : ''}, target ${f3(c.target)}${c.reached ? '' : ', NOT reached'}):`);
-  out.push(`  heads ${headList(c.heads)}`);
-  if (c.greedy.pruned.length > 0) out.push(`  (greedy prefix: ${c.greedy.heads.length} heads at ${pct(c.greedy.faithfulness.fraction)}; pruned ${c.greedy.pruned.map((h) => h.id).join(', ')})`);
-  out.push(`  ${c.heads.length} / ${r.totalHeads} heads keep ${pct(f.fraction)} of the logit difference under ${f.kind} ablation (LD ${f3(f.ldCircuit)} of ${f3(f.ldFull)}; all heads ablated ${f3(f.ldAblated)}; normalised ${f3(f.normalized)})`);
+  const mlpNodes = f.mlps === 'nodes';
+  out.push('', `Circuit (greedy by activation-patching node scores: head_out${mlpNodes ? ', whole MLP layers' : ''}${c.method === 'greedy+prune' ? '; then pruned' : ''}; target ${f3(c.target)}${c.reached ? '' : ', NOT reached'}):`);
+  out.push(`  nodes ${headList(c.heads)}`);
+  if (c.greedy.pruned.length > 0) out.push(`  (greedy prefix: ${c.greedy.heads.length} nodes at ${pct(c.greedy.faithfulness.fraction)}; pruned ${c.greedy.pruned.map((h) => h.id).join(', ')})`);
+  out.push(
+    `  ${f.circuitHeads} / ${r.totalHeads} heads${mlpNodes ? ` + ${f.circuitMlps} / ${r.nLayers} MLPs` : ' (MLPs always kept)'} keep ${pct(f.fraction)} of the logit difference under ${f.kind} ablation of everything else (LD ${f3(f.ldCircuit)} of ${f3(f.ldFull)}; all ablated ${f3(f.ldAblated)}; normalised ${f3(f.normalized)})`,
+  );
+  if (mlpNodes) out.push(`  MLP node scores (activation, whole layer): ${r.mlps.activation.map((x, l) => `m${l} ${f3(x)}`).join(', ')}`);
   for (const t of r.topN) out.push(`  top-${t.n} by ${t.method}: ${headList(t.heads)} → ${pct(t.faithfulness.fraction)}`);
   const a = r.ablation;
-  out.push('', `Ablating the circuit's answer-writing heads (${a.basis === 'name_mover' ? 'name movers' : 'largest direct effect; no name mover in the circuit'}): ${headList(a.heads)}`);
+  out.push('', `Ablating the circuit's answer-writing heads (${BASIS_TEXT[a.basis]}): ${headList(a.heads)}`);
   out.push(`  LD ${f3(a.result.ldBefore)} → ${f3(a.result.ldAfter)} (drop ${f3(a.result.drop)}, keeps ${pct(a.result.fractionKept)})`);
   out.push('', 'Timings (s):', textTable(['phase', 'seconds'], Object.entries(r.timings).map(([k, v]) => [k, v.toFixed(2)]), [false, true]));
   return out.join('\n');
@@ -668,6 +717,9 @@ tr.in-circuit td{background:#fff8e6}
 table+table{margin-top:14px}
 .warning{background:#fff3f3;border:1px solid #e0a0a0;padding:6px 10px;max-width:70em}
 h3{font-size:1.02em;margin:20px 0 6px}
+.grid.heatmaps{display:grid;gap:12px 16px;max-width:100%}
+.grid.heatmaps figure{margin:0;min-width:0}
+.grid.heatmaps svg{max-width:100%;height:auto}
 `;
 
 const fmt = f3;
@@ -690,7 +742,7 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
   const grids = r.patching.grids;
   const heatmaps = await Promise.all(grids.map((g, i) => renderHeatmapSvg(g, r.tokenLabels, `ioi-hm${i}-`)));
   const patternSvgs = await Promise.all(r.attention.patterns.map((p, i) => renderAttentionSvg(p, r.attention.tokens, `ioi-att${i}-`)));
-  const circuitSvg = graphToSvg(r.circuit.graph, { title: `IOI circuit: ${r.circuit.heads.length} / ${r.totalHeads} heads (AtP edges)` });
+  const circuitSvg = graphToSvg(r.circuit.graph, { title: `IOI circuit: ${r.circuit.heads.map((h) => h.id).join(', ')} (AtP edges)` });
   const eapSvgs = (['atp', 'relp'] as const).map((m) => graphToSvg(r.eap.graphs[m], { title: `EAP ${m}: top ${r.eap.top[m].length} edges` }));
 
   const p: string[] = [];
@@ -705,7 +757,7 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
     ['model shape', `${r.nLayers} layers × ${r.nHeads} heads = ${r.totalHeads} heads`],
     ['accuracy', `${(100 * r.score.accuracy).toFixed(1)} %`],
     ['mean logit difference', `${fmt(r.score.meanLogitDiff)} (clean) · ${fmt(r.ldCorrupt)} (corrupt)`],
-    ['circuit', `${r.circuit.heads.length} / ${r.totalHeads} heads keep ${(100 * f.fraction).toFixed(1)} % of the logit difference (${f.kind} ablation)`],
+    ['circuit', `${escapeHtml(r.circuit.heads.map((h) => h.id).join(', ') || '(empty)')}: ${f.circuitHeads} / ${r.totalHeads} heads${f.mlps === 'nodes' ? ` + ${f.circuitMlps} / ${r.nLayers} MLPs` : ''} keep ${(100 * f.fraction).toFixed(1)} % of the logit difference (${f.kind} ablation of everything else)`],
     ['answer-head ablation', `LD ${fmt(a.ldBefore)} → ${fmt(a.ldAfter)} (keeps ${(100 * a.fractionKept).toFixed(1)} %)`],
     ['run time', `${r.runSeconds.toFixed(1)} s`],
   ];
@@ -724,7 +776,8 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
     '<p class="note">Denoising (clean activation patched into the corrupted run), normalised: 1 = the site alone restores the clean logit difference, 0 = no effect. Blue = positive, red = negative; each heatmap has its own symmetric colour scale. Columns: activation patching, AtP, RelP.</p>',
   );
   const comps = [...new Set(grids.map((g) => g.component))];
-  p.push(`<div class="grid heatmaps" style="grid-template-columns:repeat(${IOI_METHODS.length},max-content)">`);
+  // minmax(0, 1fr) + max-width on the SVGs: wide heatmaps shrink to the page instead of overflowing it.
+  p.push(`<div class="grid heatmaps" style="grid-template-columns:repeat(${IOI_METHODS.length},minmax(0,1fr))">`);
   for (const c of comps) {
     for (const m of IOI_METHODS) {
       const i = grids.findIndex((g: PatchingGrid) => g.component === c && g.method === m);
@@ -745,42 +798,48 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
 
   p.push('<h2>Head roles</h2>');
   p.push(
-    `<p class="note">Name movers: direct effect (path patching → logits, normalised) ≤ −${evThresh(r, 'nameMoverEffect')} and END attends to IO (≥ ${evThresh(r, 'nameMoverAttention')}, more than to S); negative name movers: the same attention, direct effect ≥ +${evThresh(r, 'nameMoverEffect')}; S-inhibition: path patching into the name movers' queries; duplicate-token / induction / previous-token: attention-pattern scores.</p>`,
+    `<p class="note">Name movers: direct effect (path patching → logits, normalised) ≤ −${evThresh(r, 'nameMoverEffect')} and END attends to IO (≥ ${evThresh(r, 'nameMoverAttention')}, more than to S); negative name movers: the same attention, direct effect ≥ +${evThresh(r, 'nameMoverEffect')}; S-suppression: direct effect ≤ −${evThresh(r, 'nameMoverEffect')}, END attends to S (≥ ${evThresh(r, 'nameMoverAttention')}, more than to IO) and negative copy score ≥ ${evThresh(r, 'copyScore')} (the head writes −S); S-inhibition: path patching into the name movers' and S-suppression heads' queries; duplicate-token / induction / previous-token: attention-pattern scores. Copy scores: fraction of IO/S1 positions where the head's OV write ranks the attended name in the top 5 of the pairs' names (negative: of its negation).</p>`,
   );
   if (r.roles.length === 0) p.push('<p class="note">No head passes the role thresholds.</p>');
   else p.push(table('roles', ['role', 'head', 'score'], r.roles.map((x) => `<tr><td>${escapeHtml(x.role)}</td><td>${escapeHtml(headId(x.layer, x.head))}</td>${num(x.score)}</tr>`)));
   p.push(
     table(
       'heads',
-      ['head', 'activation', 'AtP', 'RelP', 'direct effect', 'attn END→IO', 'attn END→S', 'roles', 'in circuit'],
-      r.heads.map(
-        (h) =>
-          `<tr${h.inCircuit ? ' class="in-circuit"' : ''}><td>${escapeHtml(h.id)}</td>${num(h.activation)}${num(h.atp)}${num(h.relp)}${num(h.directEffect)}${num(h.attnToIo)}${num(h.attnToS)}<td>${escapeHtml(h.roles.join(', ') || '—')}</td><td>${h.inCircuit ? 'yes' : ''}</td></tr>`,
-      ),
+      ['node', 'activation', 'AtP', 'RelP', 'direct effect', 'attn END→IO', 'attn END→S', 'copy', 'neg. copy', 'roles', 'in circuit'],
+      [
+        ...r.heads.map(
+          (h) =>
+            `<tr${h.inCircuit ? ' class="in-circuit"' : ''}><td>${escapeHtml(h.id)}</td>${num(h.activation)}${num(h.atp)}${num(h.relp)}${num(h.directEffect)}${num(h.attnToIo)}${num(h.attnToS)}${num(h.copy)}${num(h.negativeCopy)}<td>${escapeHtml(h.roles.join(', ') || '—')}</td><td>${h.inCircuit ? 'yes' : ''}</td></tr>`,
+        ),
+        ...r.mlps.activation.map((x, l) => {
+          const inC = r.circuit.heads.some((n) => n.mlp && n.layer === l);
+          return `<tr${inC ? ' class="in-circuit"' : ''}><td>m${l}</td>${num(x)}${num(r.mlps.atp[l])}${num(r.mlps.relp[l])}<td></td><td></td><td></td><td></td><td></td><td>MLP layer</td><td>${inC ? 'yes' : ''}</td></tr>`;
+        }),
+      ],
     ),
   );
 
   p.push('<h2>Circuit</h2>');
   p.push(
-    `<p class="note">Greedy: heads added in order of activation-patching head_out score (ranked by ${escapeHtml(r.circuit.rankBy)}) until faithfulness = LD<sub>circuit</sub> / LD<sub>full</sub> ≥ ${fmt(r.circuit.target)}, every head outside the circuit ${escapeHtml(f.kind)}-ablated over the corrupted (ABC) prompts${r.circuit.reached ? '' : ' — <strong>target not reached</strong>'}${r.circuit.method === 'greedy+prune' ? `; then pruned, last-added first: a head is dropped when the rest still reach the target${r.circuit.greedy.pruned.length ? ` (dropped ${escapeHtml(r.circuit.greedy.pruned.map((h) => h.id).join(', '))})` : ' (nothing dropped)'}` : ''}. Edges: EAP (AtP, noising) scores of the edges among circuit heads and into the logits; negative = the edge carries the behaviour.</p>`,
+    `<p class="note">Greedy: nodes (heads${f.mlps === 'nodes' ? ' and whole MLP layers' : ''}) added in order of activation-patching score (ranked by ${escapeHtml(r.circuit.rankBy)}) until faithfulness = LD<sub>circuit</sub> / LD<sub>full</sub> ≥ ${fmt(r.circuit.target)}, every head${f.mlps === 'nodes' ? ' and MLP' : ''} outside the circuit ${escapeHtml(f.kind)}-ablated over the corrupted (ABC) prompts${r.circuit.reached ? '' : ' — <strong>target not reached</strong>'}${r.circuit.method === 'greedy+prune' ? `; then pruned, last-added first: a node is dropped when the rest still reach the target${r.circuit.greedy.pruned.length ? ` (dropped ${escapeHtml(r.circuit.greedy.pruned.map((h) => h.id).join(', '))})` : ' (nothing dropped)'}` : ''}. Edges: EAP (AtP, noising) scores of the edges among circuit nodes and into the logits; negative = the edge carries the behaviour.</p>`,
   );
   p.push(`<figure class="circuit-graph">${circuitSvg}</figure>`);
-  p.push(table('circuit-heads', ['head', 'roles', 'activation score'], r.circuit.heads.map((h) => `<tr>${headCell(h)}${num(h.score)}</tr>`)));
+  p.push(table('circuit-heads', ['node', 'roles', 'activation score'], r.circuit.heads.map((h) => `<tr>${headCell(h)}${num(h.score)}</tr>`)));
   const faithRow = (name: string, heads: readonly IoiCircuitHead[], fr: FaithfulnessResult) =>
-    `<tr><td>${escapeHtml(name)}</td><td>${escapeHtml(heads.map((h) => h.id).join(', ') || '—')}</td><td class="num">${fr.circuitSize} / ${r.totalHeads}</td>${num(fr.fraction)}${num(fr.normalized)}${num(fr.ldCircuit)}${num(fr.ldFull)}${num(fr.ldAblated)}</tr>`;
+    `<tr><td>${escapeHtml(name)}</td><td>${escapeHtml(heads.map((h) => h.id).join(', ') || '—')}</td><td class="num">${fr.circuitHeads} / ${r.totalHeads}${fr.mlps === 'nodes' ? ` + ${fr.circuitMlps} / ${r.nLayers}` : ''}</td>${num(fr.fraction)}${num(fr.normalized)}${num(fr.ldCircuit)}${num(fr.ldFull)}${num(fr.ldAblated)}</tr>`;
   p.push('<h3>Faithfulness</h3>');
   p.push(
-    table('faithfulness', ['circuit', 'heads', 'size', 'fraction of LD kept', 'normalised', 'LD circuit', 'LD full', 'LD all ablated'], [
+    table('faithfulness', ['circuit', 'nodes', f.mlps === 'nodes' ? 'heads + MLPs' : 'heads', 'fraction of LD kept', 'normalised', 'LD circuit', 'LD full', 'LD all ablated'], [
       faithRow(r.circuit.method === 'greedy+prune' ? 'circuit (greedy + prune)' : 'circuit (greedy)', r.circuit.heads, f),
       ...(r.circuit.greedy.pruned.length ? [faithRow('greedy prefix (before pruning)', r.circuit.greedy.heads, r.circuit.greedy.faithfulness)] : []),
       ...r.topN.map((t) => faithRow(`top-${t.n} by ${t.method}`, t.heads, t.faithfulness)),
     ]),
   );
   p.push('<h3>Greedy curve</h3>');
-  p.push(table('curve', ['heads kept', 'LD', 'fraction'], r.circuit.curve.map((c) => `<tr><td class="num">${c.size}</td>${num(c.ld)}${num(c.fraction)}</tr>`)));
+  p.push(table('curve', ['nodes kept', 'LD', 'fraction'], r.circuit.curve.map((c) => `<tr><td class="num">${c.size}</td>${num(c.ld)}${num(c.fraction)}</tr>`)));
   p.push('<h3>Ablating the answer-writing heads</h3>');
   p.push(
-    `<p class="note">${r.ablation.basis === 'name_mover' ? "The circuit's name movers" : 'No name mover in the circuit: its heads with the largest direct effect on the logits'}, ${escapeHtml(a.kind)}-ablated in the full model.</p>`,
+    `<p class="note">${escapeHtml(BASIS_TEXT[r.ablation.basis])}, ${escapeHtml(a.kind)}-ablated in the full model.</p>`,
   );
   p.push(
     table('ablation', ['heads', 'LD before', 'LD after', 'drop', 'fraction kept'], [
@@ -835,7 +894,7 @@ export async function writeIoiReport(dir: string, r: IoiStudyResult): Promise<Wr
   };
   writeFileAtomic(files.html, html);
   writeFileAtomic(files.circuitJson, graphToJson(r.circuit.graph));
-  writeFileAtomic(files.circuitSvg, graphToSvg(r.circuit.graph, { title: `IOI circuit: ${r.circuit.heads.length} / ${r.totalHeads} heads` }));
+  writeFileAtomic(files.circuitSvg, graphToSvg(r.circuit.graph, { title: `IOI circuit: ${r.circuit.heads.map((h) => h.id).join(', ')}` }));
   r.timings.report = (performance.now() - t0) / 1000;
   const summary = ioiSummary(r);
   writeFileAtomic(files.summary, JSON.stringify(summary, null, 2) + '\n');

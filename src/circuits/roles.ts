@@ -5,8 +5,13 @@
  *    nameMoverAttention on IO;
  *  - negative name movers: the same attention, direct effect ≥ +nameMoverEffect (they write
  *    against the answer);
- *  - S-inhibition heads: path patching into the name movers' queries at END (override with
- *    pathPatching.receiverPositions) ≤ −sInhibitionEffect;
+ *  - S-suppression heads: direct effect ≤ −nameMoverEffect with, from END, more attention to S
+ *    than to IO (at least nameMoverAttention on S) and a negative copy score ≥ copyScore
+ *    (copy-scores.ts): they write −S themselves instead of +IO. Small models trained on IOI text
+ *    find this shortcut (suppress the most recent name) where GPT-2 small uses name movers;
+ *  - S-inhibition heads: path patching into the answer-writing heads' (name movers' and
+ *    S-suppression heads') queries at END (override with pathPatching.receiverPositions)
+ *    ≤ −sInhibitionEffect;
  *  - duplicate-token / induction / previous-token heads: pattern scores (head-scores.ts) at or
  *    above their thresholds (duplicate and previous-token on the clean IOI prompts, induction on
  *    repeated random tokens).
@@ -23,8 +28,9 @@ import type { PromptPair } from '../patching/pairs.js';
 import { headGrid, hookName, pairBatches, type HeadRef, type HeadScore } from './common.js';
 import { patternScores, inductionScores, type RepeatedTokensOptions } from './head-scores.js';
 import { pathPatching, type PathPatchingOptions } from './path-patching.js';
+import { copyScores } from './copy-scores.js';
 
-export type IoiRole = 'name_mover' | 'negative_name_mover' | 's_inhibition' | 'duplicate_token' | 'induction' | 'previous_token';
+export type IoiRole = 'name_mover' | 'negative_name_mover' | 's_suppression' | 's_inhibition' | 'duplicate_token' | 'induction' | 'previous_token';
 
 export interface HeadRole extends HeadScore {
   role: IoiRole;
@@ -44,6 +50,8 @@ export interface RoleThresholds {
   nameMoverAttention?: number;
   /** −effect of path patching into the name movers' queries (default 0.05). */
   sInhibitionEffect?: number;
+  /** Negative copy score of S-suppression heads (default 0.3; chance is 5 / number of names). */
+  copyScore?: number;
   duplicateToken?: number;
   induction?: number;
   previousToken?: number;
@@ -53,6 +61,7 @@ export const DEFAULT_ROLE_THRESHOLDS: Required<RoleThresholds> = {
   nameMoverEffect: 0.05,
   nameMoverAttention: 0.15,
   sInhibitionEffect: 0.05,
+  copyScore: 0.3,
   duplicateToken: 0.3,
   induction: 0.3,
   previousToken: 0.4,
@@ -74,9 +83,14 @@ export interface IoiEvidence {
   /** Mean attention from END to IO and to S (S1 + S2) on the clean prompts. [L][H] */
   attnToIo: number[][];
   attnToS: number[][];
+  /** OV copy and negative copy scores of each head (top-5 among the pairs' names, at IO and S1). [L][H] */
+  copy: number[][];
+  negativeCopy: number[][];
   /** Name movers used as receivers for S-inhibition. */
   nameMovers: HeadRef[];
-  /** Path patching into the name movers' queries (NaN for heads not tested). [L][H] */
+  /** S-suppression heads, the other receivers for S-inhibition. */
+  sSuppression: HeadRef[];
+  /** Path patching into the answer-writing heads' queries (NaN for heads not tested). [L][H] */
   sInhibition: number[][];
   previousToken: number[][];
   duplicateToken: number[][];
@@ -98,6 +112,10 @@ export function ioiPositions(pair: PromptPair, index = 0): IoiPositions {
 
 function isNameMover(ev: Pick<IoiEvidence, 'attnToIo' | 'attnToS'>, t: Required<RoleThresholds>, l: number, h: number): boolean {
   return ev.attnToIo[l][h] >= t.nameMoverAttention && ev.attnToIo[l][h] > ev.attnToS[l][h];
+}
+
+function isSSuppression(ev: Pick<IoiEvidence, 'attnToIo' | 'attnToS' | 'negativeCopy' | 'directEffect'>, t: Required<RoleThresholds>, l: number, h: number): boolean {
+  return -ev.directEffect[l][h] >= t.nameMoverEffect && ev.attnToS[l][h] >= t.nameMoverAttention && ev.attnToS[l][h] > ev.attnToIo[l][h] && ev.negativeCopy[l][h] >= t.copyScore;
 }
 
 export function ioiHeadEvidence(model: HookedModel, pairs: PromptPair[], opts: IoiEvidenceOptions = {}): IoiEvidence {
@@ -136,20 +154,25 @@ export function ioiHeadEvidence(model: HookedModel, pairs: PromptPair[], opts: I
 
   const pp = opts.pathPatching ?? {};
   const directEffect = pathPatching(model, pairs, { ...pp, receivers: 'logits' }).scores;
+  const copies = copyScores(model, pairs, { namePositions: positions.map((p) => [p.io, p.s1]) });
   const nameMovers: HeadRef[] = [];
+  const sSuppression: HeadRef[] = [];
+  const partial = { attnToIo, attnToS, directEffect, negativeCopy: copies.negativeCopy };
   for (let l = 0; l < cfg.nLayers; l++) {
     for (let h = 0; h < cfg.nHeads; h++) {
-      if (-directEffect[l][h] >= t.nameMoverEffect && isNameMover({ attnToIo, attnToS }, t, l, h)) nameMovers.push({ layer: l, head: h });
+      if (-directEffect[l][h] >= t.nameMoverEffect && isNameMover(partial, t, l, h)) nameMovers.push({ layer: l, head: h });
+      if (isSSuppression(partial, t, l, h)) sSuppression.push({ layer: l, head: h });
     }
   }
   let sInhibition = headGrid(cfg, NaN);
-  if (nameMovers.length > 0) {
-    const top = Math.max(...nameMovers.map((h) => h.layer));
+  const writers = [...nameMovers, ...sSuppression];
+  if (writers.length > 0) {
+    const top = Math.max(...writers.map((h) => h.layer));
     const senders = headGrid(cfg)
       .flatMap((row, layer) => row.map((_, head) => ({ layer, head })))
       .filter((h) => h.layer < top);
     if (senders.length > 0) {
-      sInhibition = pathPatching(model, pairs, { receiverPositions: 'end', ...pp, senders, receivers: nameMovers.map((h) => ({ ...h, input: 'q' as const })) }).scores;
+      sInhibition = pathPatching(model, pairs, { receiverPositions: 'end', ...pp, senders, receivers: writers.map((h) => ({ ...h, input: 'q' as const })) }).scores;
     }
   }
 
@@ -159,7 +182,10 @@ export function ioiHeadEvidence(model: HookedModel, pairs: PromptPair[], opts: I
     directEffect,
     attnToIo,
     attnToS,
+    copy: copies.copy,
+    negativeCopy: copies.negativeCopy,
     nameMovers,
+    sSuppression,
     sInhibition,
     previousToken: pat.previous_token,
     duplicateToken: pat.duplicate_token,
@@ -181,6 +207,7 @@ export function rolesFromEvidence(ev: IoiEvidence, thresholds: RoleThresholds = 
         if (-de >= t.nameMoverEffect) out.push({ role: 'name_mover', layer: l, head: h, score: -de });
         else if (de >= t.nameMoverEffect) out.push({ role: 'negative_name_mover', layer: l, head: h, score: de });
       }
+      if (isSSuppression(ev, t, l, h)) out.push({ role: 's_suppression', layer: l, head: h, score: -de });
       const si = ev.sInhibition[l][h];
       if (!Number.isNaN(si) && -si >= t.sInhibitionEffect) out.push({ role: 's_inhibition', layer: l, head: h, score: -si });
       if (ev.duplicateToken[l][h] >= t.duplicateToken) out.push({ role: 'duplicate_token', layer: l, head: h, score: ev.duplicateToken[l][h] });
@@ -188,7 +215,7 @@ export function rolesFromEvidence(ev: IoiEvidence, thresholds: RoleThresholds = 
       if (ev.previousToken[l][h] >= t.previousToken) out.push({ role: 'previous_token', layer: l, head: h, score: ev.previousToken[l][h] });
     }
   }
-  const order: IoiRole[] = ['name_mover', 'negative_name_mover', 's_inhibition', 'induction', 'duplicate_token', 'previous_token'];
+  const order: IoiRole[] = ['name_mover', 'negative_name_mover', 's_suppression', 's_inhibition', 'induction', 'duplicate_token', 'previous_token'];
   return out.sort((a, b) => order.indexOf(a.role) - order.indexOf(b.role) || b.score - a.score || a.layer - b.layer || a.head - b.head);
 }
 
