@@ -8,9 +8,10 @@ import { patchCommand } from './patch.js';
 import { generateCommand } from './generate.js';
 import { hooksCommand } from './hooks.js';
 import { runCommand } from './run.js';
+import { saeCommand } from './sae.js';
 import { tokenizeCommand } from './tokenize.js';
 
-const COMMANDS: Command[] = [runCommand, tokenizeCommand, generateCommand, cacheCommand, patchCommand, hooksCommand, convertCommand, ioiDatasetCommand];
+const COMMANDS: Command[] = [runCommand, tokenizeCommand, generateCommand, cacheCommand, patchCommand, hooksCommand, convertCommand, ioiDatasetCommand, saeCommand];
 
 function overview(): string {
   const lines = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`);

@@ -1,0 +1,209 @@
+/**
+ * SAE evaluation on prompts: reconstruction quality at the hook and the downstream effect of
+ * splicing the reconstruction into the model (SAELens-style metrics).
+ *
+ * Every position of every prompt counts; prompts are batched only with prompts of the same
+ * length, so there is no padding to mask. Sums are accumulated in float64 on the host.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { fail } from '../errors.js';
+import type { HookedModel } from '../hooks/hooked-model.js';
+import { padBatch } from '../hooks/token-batch.js';
+import type { Sae } from './sae.js';
+import { replaceAtSaeHook, runWithSae, saeHookLayout, toSaeRows } from './splice.js';
+
+/** The keys `hooklens sae eval --json` prints, in order. */
+export const SAE_EVAL_KEYS = ['l0', 'explained_variance', 'mse', 'cosine', 'ce_orig', 'ce_sae', 'ce_zero', 'ce_loss_score', 'kl_div'] as const;
+export type SaeEvalMetrics = Record<(typeof SAE_EVAL_KEYS)[number], number>;
+
+/**
+ * A latent is "dense" when it fires on more than 10% of tokens, the cut-off of Sun et al. 2025,
+ * "Dense SAE Latents Are Features, Not Bugs" (arXiv:2506.15679).
+ */
+export const DENSE_THRESHOLD = 0.1;
+/** log10 density histogram: SAELens' log10(density + 1e-10), bins of 0.5 from −10 to 0. */
+const LOG_EPS = 1e-10;
+const HIST_EDGES = Array.from({ length: 21 }, (_, i) => -10 + i * 0.5);
+
+export interface SaeEvalResult extends SaeEvalMetrics {
+  /** Fraction of variance unexplained = 1 − explained_variance. */
+  fvu: number;
+  /** Latents that never fire on the eval tokens. */
+  dead_fraction: number;
+  /** Latents firing on more than DENSE_THRESHOLD of the eval tokens. */
+  dense_fraction: number;
+  n_tokens: number;
+  /** Positions with a next token (CE and KL are averaged over these). */
+  n_ce_positions: number;
+  /** Per latent: fraction of eval tokens where it is non-zero. */
+  feature_density: number[];
+  /** Histogram of log10(density + 1e-10); dead latents land in the first bin. */
+  log10_density_histogram: { edges: number[]; counts: number[] };
+}
+
+export interface EvaluateSaeOptions {
+  /** Upper bound on tokens per forward pass (default 512). */
+  batchTokens?: number;
+}
+
+class Sums {
+  n = 0;
+  l0 = 0;
+  sqErr = 0;
+  cos = 0;
+  ceN = 0;
+  ceOrig = 0;
+  ceSae = 0;
+  ceZero = 0;
+  kl = 0;
+  constructor(
+    readonly sumX: Float64Array,
+    readonly sumX2: Float64Array,
+    readonly fires: Float64Array,
+  ) {}
+}
+
+/** Log-probabilities [B·(T−1), V] of positions 0..T−2 of logits [B, T, V]. */
+function nextTokenLogProbs(logits: tf.Tensor3D): tf.Tensor2D {
+  const [B, T, V] = logits.shape;
+  return tf.tidy(() => tf.logSoftmax(logits.slice([0, 0, 0], [B, T - 1, V]).reshape([B * (T - 1), V]))) as tf.Tensor2D;
+}
+
+/** Host copy of a tensor computed inside a tidy; the tensor is freed. */
+function read(fn: () => tf.Tensor): Float32Array {
+  const t = tf.tidy(fn);
+  const data = t.dataSync() as Float32Array;
+  t.dispose();
+  return data;
+}
+
+/** lp[i, targets[i]] for each row i. */
+function pickTargets(lp: tf.Tensor2D, targets: Int32Array): Float32Array {
+  const V = lp.shape[1];
+  const idx = Int32Array.from(targets, (t, i) => i * V + t);
+  return read(() => tf.gather(lp.reshape([-1]), idx));
+}
+
+function evalBatch(model: HookedModel, sae: Sae, batch: number[][], s: Sums): void {
+  const layout = saeHookLayout(model, sae);
+  const tokens = padBatch(batch);
+  const { batch: B, seqLen: T } = tokens;
+  const d = sae.cfg.dIn;
+  // Clean run, capturing the SAE input rows without touching the activation.
+  const held: tf.Tensor[] = [];
+  try {
+    const logitsOrig = model.run(tokens, { fwdHooks: [[layout.hook, (act) => void held.push(tf.keep(toSaeRows(act, layout)))]] });
+    const x = held[0] as tf.Tensor2D;
+    held.push(logitsOrig);
+    const logitsSae = runWithSae(model, tokens, sae);
+    held.push(logitsSae);
+    const logitsZero = model.run(tokens, { fwdHooks: [replaceAtSaeHook(model, sae, (rows) => tf.zerosLike(rows))] });
+    held.push(logitsZero);
+    const { acts, recons } = sae.forward(x);
+    const l0Rows = read(() => tf.sum(tf.cast(tf.notEqual(acts, 0), 'float32'), 1));
+    const fires = read(() => tf.sum(tf.cast(tf.notEqual(acts, 0), 'float32'), 0));
+    const xs = x.dataSync();
+    const xh = recons.dataSync();
+    tf.dispose([acts, recons]);
+    const n = B * T;
+    for (let i = 0; i < n; i++) {
+      let err = 0, dot = 0, nx = 0, nh = 0;
+      for (let j = 0; j < d; j++) {
+        const a = xs[i * d + j], h = xh[i * d + j];
+        err += (a - h) ** 2;
+        dot += a * h;
+        nx += a * a;
+        nh += h * h;
+        s.sumX[j] += a;
+        s.sumX2[j] += a * a;
+      }
+      s.sqErr += err;
+      const denom = Math.sqrt(nx) * Math.sqrt(nh);
+      s.cos += denom > 0 ? dot / denom : 0;
+      s.l0 += l0Rows[i];
+    }
+    for (let j = 0; j < fires.length; j++) s.fires[j] += fires[j];
+    s.n += n;
+
+    if (T < 2) return;
+    const targets = new Int32Array(B * (T - 1));
+    for (let b = 0; b < B; b++) for (let t = 0; t < T - 1; t++) targets[b * (T - 1) + t] = tokens.ids[b * T + t + 1];
+    const lpOrig = nextTokenLogProbs(logitsOrig);
+    const lpSae = nextTokenLogProbs(logitsSae);
+    const lpZero = nextTokenLogProbs(logitsZero);
+    const kl = read(() => tf.sum(tf.mul(tf.exp(lpOrig), tf.sub(lpOrig, lpSae)), 1));
+    const [po, ps, pz] = [lpOrig, lpSae, lpZero].map((lp) => pickTargets(lp, targets));
+    tf.dispose([lpOrig, lpSae, lpZero]);
+    for (let i = 0; i < targets.length; i++) {
+      s.ceOrig -= po[i];
+      s.ceSae -= ps[i];
+      s.ceZero -= pz[i];
+      s.kl += kl[i];
+    }
+    s.ceN += targets.length;
+  } finally {
+    tf.dispose(held);
+  }
+}
+
+/**
+ * Evaluate `sae` at its hook (from cfg.json) on token prompts. Definitions, over all N positions:
+ * l0 = mean count of non-zero latents; mse = Σ(x − x̂)² / (N·d_in); explained_variance =
+ * 1 − Σ‖x − x̂‖² / Σ‖x − mean(x)‖² (mean per dimension over positions); cosine = mean cos(x, x̂)
+ * (0 for a zero vector). CE = mean next-token cross-entropy over positions 0..T−2 of each prompt:
+ * ce_orig clean, ce_sae with x̂ spliced in (no error term), ce_zero with the activation zeroed
+ * (the part the SAE reads: one head for hook_head_index SAEs);
+ * ce_loss_score = (ce_zero − ce_sae)/(ce_zero − ce_orig); kl_div = mean KL(clean ‖ spliced).
+ */
+export function evaluateSae(model: HookedModel, sae: Sae, prompts: number[][], opts: EvaluateSaeOptions = {}): SaeEvalResult {
+  saeHookLayout(model, sae);
+  if (prompts.length === 0) fail('SAE eval: no prompts given');
+  prompts.forEach((p, i) => {
+    if (p.length === 0) fail(`SAE eval: prompt ${i + 1} has no tokens`);
+  });
+  if (!prompts.some((p) => p.length >= 2)) fail('SAE eval: every prompt has a single token, so there is no next-token cross-entropy to measure');
+  const budget = opts.batchTokens ?? 512;
+  const s = new Sums(new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dSae));
+  const byLength = new Map<number, number[][]>();
+  for (const p of prompts) byLength.set(p.length, [...(byLength.get(p.length) ?? []), p]);
+  for (const [len, group] of byLength) {
+    const per = Math.max(1, Math.floor(budget / len));
+    for (let i = 0; i < group.length; i += per) evalBatch(model, sae, group.slice(i, i + per), s);
+  }
+
+  let totalVar = 0;
+  for (let j = 0; j < sae.cfg.dIn; j++) totalVar += s.sumX2[j] - (s.sumX[j] * s.sumX[j]) / s.n;
+  const ev = 1 - s.sqErr / totalVar;
+  const density = Array.from(s.fires, (f) => f / s.n);
+  const counts = new Array(HIST_EDGES.length - 1).fill(0);
+  for (const p of density) {
+    const v = Math.log10(p + LOG_EPS);
+    counts[Math.min(counts.length - 1, Math.max(0, Math.floor((v - HIST_EDGES[0]) / 0.5)))]++;
+  }
+  const ceOrig = s.ceOrig / s.ceN;
+  const ceSae = s.ceSae / s.ceN;
+  const ceZero = s.ceZero / s.ceN;
+  return {
+    l0: s.l0 / s.n,
+    explained_variance: ev,
+    mse: s.sqErr / (s.n * sae.cfg.dIn),
+    cosine: s.cos / s.n,
+    ce_orig: ceOrig,
+    ce_sae: ceSae,
+    ce_zero: ceZero,
+    ce_loss_score: (ceZero - ceSae) / (ceZero - ceOrig),
+    kl_div: s.kl / s.ceN,
+    fvu: 1 - ev,
+    dead_fraction: density.filter((p) => p === 0).length / density.length,
+    dense_fraction: density.filter((p) => p > DENSE_THRESHOLD).length / density.length,
+    n_tokens: s.n,
+    n_ce_positions: s.ceN,
+    feature_density: density,
+    log10_density_histogram: { edges: HIST_EDGES, counts },
+  };
+}
+
+/** Only the contract keys, in contract order. */
+export function pickEvalMetrics(r: SaeEvalResult): SaeEvalMetrics {
+  return Object.fromEntries(SAE_EVAL_KEYS.map((k) => [k, r[k]])) as SaeEvalMetrics;
+}
