@@ -7,6 +7,8 @@ export interface Command {
   name: string;
   summary: string;
   usage: string;
+  /** The command prints its own help (commands with subcommands show the subcommand's). */
+  handlesHelp?: boolean;
   run(argv: string[]): Promise<void>;
 }
 
@@ -45,16 +47,19 @@ export function parsePositiveInt(flag: string, s: string | undefined, dflt: numb
 
 export type PromptSpec = { text: string } | { tokens: number[] };
 
-/** One JSONL line: {"text": ...}, {"tokens": [...]}, or a bare JSON string. */
+/**
+ * One JSONL line: {"tokens": [...]}, {"text": ...}, or a bare JSON string. A line with both uses
+ * the tokens: they are exact, while text need not re-encode to the same ids (e.g. sampled stories).
+ */
 export function readPromptsFile(file: string): PromptSpec[] {
   return readJsonLines(file, 'prompts', (v, where): PromptSpec => {
     if (typeof v === 'string') return { text: v };
     const o = (v ?? {}) as { text?: unknown; tokens?: unknown };
-    if (typeof o.text === 'string') return { text: o.text };
     if (Array.isArray(o.tokens)) {
-      if (!o.tokens.every((t) => Number.isInteger(t))) fail(`${where}: "tokens" must be integers`);
+      if (!o.tokens.every((t) => Number.isInteger(t) && t >= 0)) fail(`${where}: "tokens" must be non-negative integers`);
       return { tokens: o.tokens as number[] };
     }
+    if (typeof o.text === 'string') return { text: o.text };
     fail(`${where}: expected {"text": ...} or {"tokens": [...]}`);
   });
 }

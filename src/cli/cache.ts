@@ -11,7 +11,8 @@ export const cacheCommand: Command = {
   usage: `hooklens cache --model PATH (--text S | --tokens 1,2,3 | --prompts FILE.jsonl)
                 --hooks PATTERN[,PATTERN..] [--logits] --out FILE.arrow [--batch-size N] [--json]
 
-  --prompts FILE   JSONL, one prompt a line: {"text": "..."}, {"tokens": [..]} or a JSON string
+  --prompts FILE   JSONL, one prompt a line: {"tokens": [..]} (used when a line also has "text"),
+                   {"text": "..."} or a JSON string
   --hooks          hook names or patterns, e.g. blocks.*.hook_resid_post,blocks.0.attn.hook_pattern
   --logits         also store the logits of every position (column "logits")
   --out FILE       Arrow IPC file; written to a temp file and renamed when complete

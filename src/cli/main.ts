@@ -29,9 +29,13 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`hooklens: unknown command '${name}' (commands: ${COMMANDS.map((c) => c.name).join(', ')})`);
     return 2;
   }
-  if (rest.includes('--help') || rest.includes('-h')) {
+  if (!cmd.handlesHelp && (rest.includes('--help') || rest.includes('-h'))) {
     console.log(cmd.usage);
     return 0;
+  }
+  if (cmd.handlesHelp && rest.length === 0) {
+    console.log(cmd.usage);
+    return 1;
   }
   try {
     await cmd.run(rest);

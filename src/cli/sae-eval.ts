@@ -17,7 +17,8 @@ export const saeEvalCommand: Command = {
 
   --model PATH       Hugging Face model directory, .gguf file, or hub id
   --sae DIR          SAELens directory: cfg.json + sae_weights.safetensors (hook from cfg.json)
-  --prompts FILE     JSONL, one prompt a line: {"text": "..."}, {"tokens": [..]} or a JSON string
+  --prompts FILE     JSONL, one prompt a line: {"tokens": [..]} (used when a line also has
+                     "text"), {"text": "..."} or a JSON string
   --batch-tokens N   tokens per forward pass (default 512; prompts are never padded)
   --json             print {"l0","explained_variance","mse","cosine","ce_orig","ce_sae",
                      "ce_zero","ce_loss_score","kl_div"} over every position of the prompts`,

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import { ArrowCacheWriter, cacheColumnToArray, type ArrowCache, type HookColumnSpec } from '../io/arrow-cache.js';
+import { ArrowCacheWriter, cacheColumnToArray, type ArrowCache, type ArrowCacheWriterOptions, type HookColumnSpec } from '../io/arrow-cache.js';
 import { hookShape, positionAxis, resolveHookNames } from './hook-names.js';
 import type { HookedModel } from './hooked-model.js';
 import { padBatch } from './token-batch.js';
@@ -18,6 +18,8 @@ export interface CacheRunOptions {
   onProgress?: (done: number, total: number) => void;
   /** Checked between batches; when aborted the temp file is removed and nothing is left behind. */
   signal?: AbortSignal;
+  /** Record-batch size limits of the file (smaller batches let streaming readers shuffle better). */
+  writer?: ArrowCacheWriterOptions;
 }
 
 /** Per-position shape of a hook (-1 marks the key axis of attention tensors, which varies with length). */
@@ -41,7 +43,7 @@ export async function writeActivationCache(
     if (p.length === 0) fail(`prompt ${i} has no tokens`);
   });
   const stopAtLayer = opts.logits ? undefined : lastLayerNeeded(model, names);
-  const writer = ArrowCacheWriter.open(out, { model: model.source, columns });
+  const writer = ArrowCacheWriter.open(out, { model: model.source, columns }, opts.writer);
   let rows = 0;
   try {
     for (const { start, group } of batches(prompts, opts.batchSize)) {
