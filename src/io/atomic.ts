@@ -59,3 +59,38 @@ function discardTemp(fd: number, tmp: string): void {
   }
   fs.rmSync(tmp, { force: true });
 }
+
+/**
+ * Build a whole directory atomically: `fill(tmp)` writes into a sibling temp directory, which then
+ * replaces `target` by rename (a non-empty directory cannot be renamed over, so an existing one is
+ * moved aside first and restored if the swap fails). Files of the old directory for which
+ * `carryOver(name)` holds are moved into the new one. On any failure the temp directory is removed
+ * and `target` is as it was; the error is rethrown.
+ */
+export function writeDirAtomic(target: string, fill: (tmp: string) => void, carryOver: (name: string) => boolean = () => false): void {
+  const abs = path.resolve(target);
+  const parent = path.dirname(abs);
+  const stamp = `${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2, 8)}`;
+  const tmp = path.join(parent, `.${path.basename(abs)}.${stamp}.tmp`);
+  const old = path.join(parent, `.${path.basename(abs)}.${stamp}.old`);
+  try {
+    fs.mkdirSync(tmp);
+    fill(tmp);
+    if (!fs.existsSync(abs)) {
+      fs.renameSync(tmp, abs);
+      return;
+    }
+    fs.renameSync(abs, old);
+    try {
+      fs.renameSync(tmp, abs);
+    } catch (e) {
+      fs.renameSync(old, abs);
+      throw e;
+    }
+    for (const f of fs.readdirSync(old)) if (carryOver(f)) fs.renameSync(path.join(old, f), path.join(abs, f));
+    fs.rmSync(old, { recursive: true, force: true });
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}

@@ -26,6 +26,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeDirAtomic } from '../io/atomic.js';
 import { fail, HooklensError } from '../errors.js';
 import type { Example, FeatureRecord, Histogram } from './feature-stats.js';
 import type { FeatureRunMeta, FeatureStore } from './feature-store.js';
@@ -482,26 +483,14 @@ export function exportDashboard(store: FeatureStore, outDir: string, opts: Dashb
   const html = dashboardHtml(store.meta(), batches, opts.title);
   const parent = path.dirname(target);
   if (!fs.existsSync(parent)) fail(`${outDir}: parent directory ${parent} does not exist`);
-  const stamp = `${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2, 8)}`;
-  const tmp = path.join(parent, `.${path.basename(target)}.${stamp}.tmp`);
-  const old = path.join(parent, `.${path.basename(target)}.${stamp}.old`);
   try {
-    fs.mkdirSync(path.join(tmp, 'features'), { recursive: true });
-    batches.forEach((b, i) => fs.writeFileSync(path.join(tmp, 'features', `batch-${i}.json`), JSON.stringify(b)));
-    fs.writeFileSync(path.join(tmp, 'index.html'), html);
-    fs.writeFileSync(path.join(tmp, MARKER), 'written by hooklens sae dashboard\n');
-    if (fs.existsSync(target)) {
-      fs.renameSync(target, old);
-      try {
-        fs.renameSync(tmp, target);
-      } catch (e) {
-        fs.renameSync(old, target);
-        throw e;
-      }
-      fs.rmSync(old, { recursive: true, force: true });
-    } else fs.renameSync(tmp, target);
+    writeDirAtomic(target, (tmp) => {
+      fs.mkdirSync(path.join(tmp, 'features'));
+      batches.forEach((b, i) => fs.writeFileSync(path.join(tmp, 'features', `batch-${i}.json`), JSON.stringify(b)));
+      fs.writeFileSync(path.join(tmp, 'index.html'), html);
+      fs.writeFileSync(path.join(tmp, MARKER), 'written by hooklens sae dashboard\n');
+    });
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
     if (e instanceof HooklensError) throw e;
     fail(`${outDir}: cannot write dashboard (${(e as NodeJS.ErrnoException).code ?? String(e).split('\n')[0]})`);
   }

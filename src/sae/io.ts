@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeDirAtomic } from '../io/atomic.js';
 import { fail, HooklensError } from '../errors.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { parseSaelensCfg, toSaelensCfg, type SaeConfig } from './config.js';
@@ -84,32 +85,19 @@ export function saveSae(sae: Sae, dir: string, opts: SaveSaeOptions = {}): void 
   if (opts.sparsity && opts.sparsity.length !== sae.cfg.dSae) {
     fail(`${dir}: sparsity has ${opts.sparsity.length} values, the SAE has ${sae.cfg.dSae} latents`);
   }
-  const parent = path.dirname(target);
-  fs.mkdirSync(parent, { recursive: true });
-  const stamp = `${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2, 8)}`;
-  const tmp = path.join(parent, `.${path.basename(target)}.${stamp}.tmp`);
-  const old = path.join(parent, `.${path.basename(target)}.${stamp}.old`);
+  fs.mkdirSync(path.dirname(target), { recursive: true });
   try {
-    fs.mkdirSync(tmp);
-    fs.writeFileSync(path.join(tmp, SAE_CFG_FILE), JSON.stringify(toSaelensCfg(sae.cfg), null, 2) + '\n');
-    writeSafetensors(path.join(tmp, SAE_WEIGHTS_FILE), sae.tensors());
-    if (opts.sparsity) writeSafetensors(path.join(tmp, SAE_SPARSITY_FILE), { sparsity: { shape: [sae.cfg.dSae], data: opts.sparsity } });
-    if (!fs.existsSync(target)) {
-      fs.renameSync(tmp, target);
-      return;
-    }
-    // A non-empty directory cannot be renamed over: move it aside, swap, then carry other files back.
-    fs.renameSync(target, old);
-    try {
-      fs.renameSync(tmp, target);
-    } catch (e) {
-      fs.renameSync(old, target);
-      throw e;
-    }
-    for (const f of fs.readdirSync(old)) if (!SAE_FILES.includes(f)) fs.renameSync(path.join(old, f), path.join(target, f));
-    fs.rmSync(old, { recursive: true, force: true });
+    writeDirAtomic(
+      target,
+      (tmp) => {
+        fs.writeFileSync(path.join(tmp, SAE_CFG_FILE), JSON.stringify(toSaelensCfg(sae.cfg), null, 2) + '\n');
+        writeSafetensors(path.join(tmp, SAE_WEIGHTS_FILE), sae.tensors());
+        if (opts.sparsity) writeSafetensors(path.join(tmp, SAE_SPARSITY_FILE), { sparsity: { shape: [sae.cfg.dSae], data: opts.sparsity } });
+      },
+      // Other files in an existing SAE directory (READMEs, training logs) are kept.
+      (f) => !SAE_FILES.includes(f),
+    );
   } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
     if (e instanceof HooklensError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     fail(`${dir}: cannot save SAE (${code ?? String(e).split('\n')[0]})`);

@@ -57,7 +57,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { fail, HooklensError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { writeDirAtomic } from '../io/atomic.js';
 import type { RawTensor } from '../io/raw-tensor.js';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.js';
 import { ActivationStream, type ActivationBatch } from './activation-stream.js';
@@ -973,60 +973,48 @@ export class SaeTrainer {
    */
   saveCheckpoint(dir: string): void {
     const target = path.resolve(dir);
-    const parent = path.dirname(target);
-    fs.mkdirSync(parent, { recursive: true });
-    const stamp = `${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2, 8)}`;
-    const tmp = path.join(parent, `.${path.basename(target)}.${stamp}.tmp`);
-    const old = path.join(parent, `.${path.basename(target)}.${stamp}.old`);
+    fs.mkdirSync(path.dirname(target), { recursive: true });
     try {
-      this.saveSae(tmp);
-      const st = this.state;
-      const stored: StoredState = {
-        version: STATE_VERSION,
-        settings: this.settings,
-        cache: this.cache.map((f) => path.resolve(f)),
-        totalSteps: this.totalSteps,
-        step: st.step,
-        tokensSeen: st.tokensSeen,
-        batchesConsumed: st.batchesConsumed,
-        rng: this.rng.state,
-        tokensSinceFired: Array.from(st.tokensSinceFired),
-        densityFires: Array.from(st.densityFires),
-        densityTokens: st.densityTokens,
-        prevDensityFires: st.prevDensityFires ? Array.from(st.prevDensityFires) : null,
-        prevDensityTokens: st.prevDensityTokens,
-        threshold: st.threshold,
-        seconds: st.seconds,
-        resamples: st.resamples,
-        resampledLatents: st.resampledLatents,
-        dIn: this.dIn,
-      };
-      const moments: Record<string, RawTensor> = {};
-      for (const p of PARAMS) {
-        for (const [suffix, map] of [['m', this.m], ['v', this.v]] as const) {
-          const variable = map.get(p)!;
-          moments[`${p}.${suffix}`] = { shape: [...variable.shape], data: new Float32Array(variable.dataSync()) };
-        }
-      }
-      writeSafetensors(path.join(tmp, CHECKPOINT_OPTIMIZER_FILE), moments);
-      writeFileAtomic(path.join(tmp, CHECKPOINT_STATE_FILE), JSON.stringify(stored) + '\n');
-      if (fs.existsSync(target)) {
-        fs.renameSync(target, old);
-        try {
-          fs.renameSync(tmp, target);
-        } catch (e) {
-          fs.renameSync(old, target);
-          throw e;
-        }
-        fs.rmSync(old, { recursive: true, force: true });
-      } else {
-        fs.renameSync(tmp, target);
-      }
+      writeDirAtomic(target, (tmp) => this.writeCheckpointFiles(tmp));
     } catch (e) {
-      fs.rmSync(tmp, { recursive: true, force: true });
       if (e instanceof HooklensError) throw e;
       fail(`${dir}: cannot write checkpoint (${(e as NodeJS.ErrnoException).code ?? String(e).split('\n')[0]})`);
     }
+  }
+
+  /** SAE files, trainer state and Adam moments of a checkpoint, written into `tmp`. */
+  private writeCheckpointFiles(tmp: string): void {
+    this.saveSae(tmp);
+    const st = this.state;
+    const stored: StoredState = {
+      version: STATE_VERSION,
+      settings: this.settings,
+      cache: this.cache.map((f) => path.resolve(f)),
+      totalSteps: this.totalSteps,
+      step: st.step,
+      tokensSeen: st.tokensSeen,
+      batchesConsumed: st.batchesConsumed,
+      rng: this.rng.state,
+      tokensSinceFired: Array.from(st.tokensSinceFired),
+      densityFires: Array.from(st.densityFires),
+      densityTokens: st.densityTokens,
+      prevDensityFires: st.prevDensityFires ? Array.from(st.prevDensityFires) : null,
+      prevDensityTokens: st.prevDensityTokens,
+      threshold: st.threshold,
+      seconds: st.seconds,
+      resamples: st.resamples,
+      resampledLatents: st.resampledLatents,
+      dIn: this.dIn,
+    };
+    const moments: Record<string, RawTensor> = {};
+    for (const p of PARAMS) {
+      for (const [suffix, map] of [['m', this.m], ['v', this.v]] as const) {
+        const variable = map.get(p)!;
+        moments[`${p}.${suffix}`] = { shape: [...variable.shape], data: new Float32Array(variable.dataSync()) };
+      }
+    }
+    writeSafetensors(path.join(tmp, CHECKPOINT_OPTIMIZER_FILE), moments);
+    fs.writeFileSync(path.join(tmp, CHECKPOINT_STATE_FILE), JSON.stringify(stored) + '\n');
   }
 
   /**
