@@ -156,6 +156,15 @@ describe.each(MODELS)('%s runtime behaviour', (name) => {
     cache.dispose();
   });
 
+  it('stopAtLayer: disposing the returned residual leaves the cached copy of the same activation usable', () => {
+    const name = 'blocks.0.hook_resid_post';
+    const { logits: resid, cache } = model.runWithCache(ref.tokens, { names: [name], stopAtLayer: 0 });
+    const expected = Float32Array.from(resid.dataSync());
+    resid.dispose();
+    expect(Array.from(cache.get(name).dataSync())).toEqual(Array.from(expected));
+    cache.dispose();
+  });
+
   it('position slices keep only the requested positions', () => {
     const { logits, cache } = model.runWithCache(ref.tokens, { names: ['blocks.0.hook_resid_post', 'blocks.0.attn.hook_pattern'], posSlice: -1 });
     const full = model.runWithCache(ref.tokens, { names: ['blocks.0.hook_resid_post'] });

@@ -300,7 +300,9 @@ function defaultCacheNames(name: string): boolean {
 }
 
 function slicePositions(x: tf.Tensor, name: string, posSlice: PosSlice | undefined, tokens: TokenBatch): tf.Tensor {
-  if (posSlice === undefined) return x;
+  // A clone (shares the data): the forward may return this very tensor (e.g. the residual with
+  // stopAtLayer), and disposing that result must not dispose the cached entry.
+  if (posSlice === undefined) return x.clone();
   const axis = positionAxis(name);
   const T = tokens.seqLen;
   let [start, end] = typeof posSlice === 'number' ? [posSlice, posSlice + 1] : posSlice;
