@@ -2,8 +2,9 @@
  * SAE evaluation on prompts: reconstruction quality at the hook and the downstream effect of
  * splicing the reconstruction into the model (SAELens-style metrics).
  *
- * Every position of every prompt counts; prompts are batched only with prompts of the same
- * length, so there is no padding to mask. Sums are accumulated in float64 on the host.
+ * Every position of every prompt counts. Prompts are sorted by length and batched with right
+ * padding (causal attention: real positions never see the padding), and padded positions are left
+ * out of every sum. Sums are accumulated in float64 on the host.
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
@@ -42,8 +43,10 @@ export interface SaeEvalResult extends SaeEvalMetrics {
 }
 
 export interface EvaluateSaeOptions {
-  /** Upper bound on tokens per forward pass (default 512). */
+  /** Upper bound on padded tokens per forward pass (default 512). */
   batchTokens?: number;
+  /** Called after each batch with tokens done / total. */
+  onProgress?: (done: number, total: number) => void;
 }
 
 class Sums {
@@ -86,9 +89,13 @@ function pickTargets(lp: tf.Tensor2D, targets: Int32Array): Float32Array {
 
 function evalBatch(model: HookedModel, sae: Sae, batch: number[][], s: Sums): void {
   const layout = saeHookLayout(model, sae);
-  const tokens = padBatch(batch);
+  const tokens = padBatch(batch, 'right');
   const { batch: B, seqLen: T } = tokens;
   const d = sae.cfg.dIn;
+  const lengths = batch.map((p) => p.length);
+  // Row b·T + t is a real position when t < lengths[b]; padded rows count nowhere.
+  const rowMask = new Float32Array(B * T);
+  lengths.forEach((len, b) => rowMask.fill(1, b * T, b * T + len));
   // Clean run, capturing the SAE input rows without touching the activation.
   const held: tf.Tensor[] = [];
   try {
@@ -101,12 +108,13 @@ function evalBatch(model: HookedModel, sae: Sae, batch: number[][], s: Sums): vo
     held.push(logitsZero);
     const { acts, recons } = sae.forward(x);
     const l0Rows = read(() => tf.sum(tf.cast(tf.notEqual(acts, 0), 'float32'), 1));
-    const fires = read(() => tf.sum(tf.cast(tf.notEqual(acts, 0), 'float32'), 0));
+    const fires = read(() => tf.sum(tf.mul(tf.cast(tf.notEqual(acts, 0), 'float32'), tf.tensor2d(rowMask, [B * T, 1])), 0));
     const xs = x.dataSync();
     const xh = recons.dataSync();
     tf.dispose([acts, recons]);
     const n = B * T;
     for (let i = 0; i < n; i++) {
+      if (!rowMask[i]) continue;
       let err = 0, dot = 0, nx = 0, nh = 0;
       for (let j = 0; j < d; j++) {
         const a = xs[i * d + j], h = xh[i * d + j];
@@ -123,14 +131,24 @@ function evalBatch(model: HookedModel, sae: Sae, batch: number[][], s: Sums): vo
       s.l0 += l0Rows[i];
     }
     for (let j = 0; j < fires.length; j++) s.fires[j] += fires[j];
-    s.n += n;
+    for (const len of lengths) s.n += len;
 
     if (T < 2) return;
-    const targets = new Int32Array(B * (T - 1));
-    for (let b = 0; b < B; b++) for (let t = 0; t < T - 1; t++) targets[b * (T - 1) + t] = tokens.ids[b * T + t + 1];
-    const lpOrig = nextTokenLogProbs(logitsOrig);
-    const lpSae = nextTokenLogProbs(logitsSae);
-    const lpZero = nextTokenLogProbs(logitsZero);
+    // Next-token targets for positions 0..len−2 of each prompt, as rows of the [B·(T−1)] layout.
+    const rows: number[] = [];
+    const targetIds: number[] = [];
+    lengths.forEach((len, b) => {
+      for (let t = 0; t < len - 1; t++) {
+        rows.push(b * (T - 1) + t);
+        targetIds.push(tokens.ids[b * T + t + 1]);
+      }
+    });
+    if (rows.length === 0) return;
+    const targets = Int32Array.from(targetIds);
+    const real = (logits: tf.Tensor3D) => tf.tidy(() => tf.gather(nextTokenLogProbs(logits), rows)) as tf.Tensor2D;
+    const lpOrig = real(logitsOrig);
+    const lpSae = real(logitsSae);
+    const lpZero = real(logitsZero);
     const kl = read(() => tf.sum(tf.mul(tf.exp(lpOrig), tf.sub(lpOrig, lpSae)), 1));
     const [po, ps, pz] = [lpOrig, lpSae, lpZero].map((lp) => pickTargets(lp, targets));
     tf.dispose([lpOrig, lpSae, lpZero]);
@@ -164,11 +182,17 @@ export function evaluateSae(model: HookedModel, sae: Sae, prompts: number[][], o
   if (!prompts.some((p) => p.length >= 2)) fail('SAE eval: every prompt has a single token, so there is no next-token cross-entropy to measure');
   const budget = opts.batchTokens ?? 512;
   const s = new Sums(new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dSae));
-  const byLength = new Map<number, number[][]>();
-  for (const p of prompts) byLength.set(p.length, [...(byLength.get(p.length) ?? []), p]);
-  for (const [len, group] of byLength) {
-    const per = Math.max(1, Math.floor(budget / len));
-    for (let i = 0; i < group.length; i += per) evalBatch(model, sae, group.slice(i, i + per), s);
+  // Longest first, so each batch pads to its first prompt and batches shrink as lengths do.
+  const sorted = [...prompts].sort((a, b) => b.length - a.length);
+  const total = prompts.reduce((n, p) => n + p.length, 0);
+  let done = 0;
+  for (let i = 0; i < sorted.length; ) {
+    const per = Math.max(1, Math.floor(budget / sorted[i].length));
+    const group = sorted.slice(i, i + per);
+    evalBatch(model, sae, group, s);
+    i += group.length;
+    done += group.reduce((n, p) => n + p.length, 0);
+    opts.onProgress?.(done, total);
   }
 
   let totalVar = 0;
