@@ -161,7 +161,7 @@ describe('evaluateSae on stories260K', () => {
     sae.dispose();
   });
 
-  it('a random SAE: every metric matches a plain-JS recomputation; all positions, no padding', () => {
+  it('a random SAE: every metric matches a plain-JS recomputation; all real positions, padding never counted', () => {
     const sae = randomSae();
     const r = evaluateSae(model, sae, prompts);
     const ref = referenceMetrics(sae);
@@ -184,7 +184,7 @@ describe('evaluateSae on stories260K', () => {
     expect(r.fvu).toBeCloseTo(1 - r.explained_variance, 12);
     expect(r.log10_density_histogram.counts.reduce((a, b) => a + b, 0)).toBe(96);
     expect(r.log10_density_histogram.edges).toHaveLength(r.log10_density_histogram.counts.length + 1);
-    // Batching prompts differently gives the same numbers.
+    // One prompt per forward (no padding at all) gives the same numbers as padded mixed-length batches.
     const small = evaluateSae(model, sae, prompts, { batchTokens: 1 });
     for (const k of SAE_EVAL_KEYS) expect(rel(small[k], r[k]), k).toBeLessThan(1e-6);
     sae.dispose();
