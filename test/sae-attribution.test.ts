@@ -9,6 +9,7 @@ import { syntheticIoiPairs } from '../src/circuits/synthetic.js';
 import { makeSaeConfig } from '../src/sae/config.js';
 import { Sae } from '../src/sae/sae.js';
 import { latentActivationPatching, latentAttribution, topLatents } from '../src/sae/attribution.js';
+import { runWithSaeCache, saeGradients } from '../src/sae/splice.js';
 import { modelPath } from './helpers/fixtures.js';
 
 // stories260K: 5 layers, d_model 64. The SAE reads blocks.2.hook_resid_post = blocks.3.hook_resid_pre.
@@ -85,11 +86,47 @@ describe.each(['standard', 'topk'] as const)('SAE latent attribution (%s SAE on 
     for (const f of latents) expect(Math.sign(act.scores[f])).toBe(Math.sign(atp.scores[f]));
   });
 
+  it.each(['atp', 'relp'] as const)('%s: saeGradients at hook_sae_acts_post (autodiff through the spliced SAE) give the same latent scores', (method) => {
+    const a = latentAttribution(model, sae, pairs, method);
+    const name = `${HOOK}.hook_sae_acts_post`;
+    const acts = (tokens: number[][]) => {
+      const { logits, cache } = runWithSaeCache(model, tokens, sae, { names: name, useErrorTerm: true });
+      logits.dispose();
+      const t = cache.get(name).clone();
+      cache.dispose();
+      return t;
+    };
+    const aClean = acts(pairs.map((p) => p.clean));
+    const aCorrupt = acts(pairs.map((p) => p.corrupt));
+    const T = pairs[0].clean.length;
+    const targets = { answer: pairs.map((p) => p.answer), wrong: pairs.map((p) => p.wrong) };
+    const rules = method === 'relp' ? (['LN', 'Identity', 'Half'] as const) : [];
+    const g = saeGradients(model, pairs.map((p) => p.corrupt), sae, [name], (logits) => tf.mean(metricPerPrompt('logit_diff', finalRow(logits.slice([0, T - 1, 0], [-1, 1, -1])), targets)), {
+      useErrorTerm: true,
+      rules: [...rules],
+    });
+    expect(Math.abs(g.value - a.mCorrupt)).toBeLessThan(1e-4);
+    const grad = g.grads.get(name)!;
+    expect(grad.shape).toEqual([pairs.length, T, 96]);
+    const scores = tf.tidy(() => tf.div(tf.sum(tf.mul(tf.sub(aClean, aCorrupt), grad), [0, 1]), a.mClean - a.mCorrupt).dataSync());
+    const scale = Math.max(...Array.from(a.scores, Math.abs));
+    scores.forEach((x, f) => expect(Math.abs(x - a.scores[f])).toBeLessThan(1e-4 * Math.max(1, scale)));
+    tf.dispose([aClean, aCorrupt, grad]);
+  });
+
+  it('saeGradients: unknown SAE points are one-line errors', () => {
+    expect(() => saeGradients(model, [pairs[0].clean], sae, [`${HOOK}.hook_sae_nope`], (l) => tf.sum(l) as tf.Scalar)).toThrow(/unknown hook/);
+    expect(() => saeGradients(model, [pairs[0].clean], sae, [`${HOOK}.hook_sae_error`], (l) => tf.sum(l) as tf.Scalar)).toThrow(/only with useErrorTerm/);
+  });
+
   it('does not leak tensors', () => {
     latentAttribution(model, sae, pairs, 'relp');
     latentActivationPatching(model, sae, pairs, [0, 1]);
     const before = tf.memory().numTensors;
+    const gradOnce = () => saeGradients(model, [pairs[0].clean], sae, [`${HOOK}.hook_sae_acts_pre`], (l) => tf.sum(l) as tf.Scalar).grads.forEach((t) => t.dispose());
+    gradOnce();
     for (let i = 0; i < 3; i++) {
+      gradOnce();
       latentAttribution(model, sae, pairs, 'atp');
       latentActivationPatching(model, sae, pairs, [0, 1]);
     }

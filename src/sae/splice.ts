@@ -25,7 +25,8 @@ import { ActivationCache } from '../hooks/activation-cache.js';
 import { globToRegExp, hookShape, isOptInHook, positionAxis, unknownHookMessage, type HookSelector } from '../hooks/hook-names.js';
 import type { FwdHook, HookFn, HookedModel, ModelInput } from '../hooks/hooked-model.js';
 import type { PaddingSide } from '../hooks/token-batch.js';
-import { stopGradient } from '../models/grad-rules.js';
+import { stopGradient, type RelpRule } from '../models/grad-rules.js';
+import type { TokenBatch } from '../models/transformer.js';
 import type { Sae } from './sae.js';
 
 export const SAE_HOOK_SUFFIXES = [
@@ -241,11 +242,53 @@ function planHooks(model: HookedModel, saes: readonly Sae[], fwdHooks: FwdHook[]
 }
 
 /** Logits [batch, pos, vocab] with `saes` spliced in. */
-export function runWithSae(model: HookedModel, input: ModelInput, saes: Sae | readonly Sae[], opts: RunWithSaeOptions = {}): tf.Tensor3D {
+export function runWithSae(model: HookedModel, input: ModelInput, saes: Sae | readonly Sae[], opts: RunWithSaeOptions & { rules?: readonly RelpRule[] } = {}): tf.Tensor3D {
   const list = Array.isArray(saes) ? saes : [saes as Sae];
   const plan = planHooks(model, list, opts.fwdHooks ?? [], opts.useErrorTerm ?? false);
   const splices = list.flatMap((s) => spliceSae(model, s, { useErrorTerm: opts.useErrorTerm, fwdHooks: plan.saeHooks.get(s) }));
-  return model.run(input, { fwdHooks: [...splices, ...plan.modelHooks], padding: opts.padding });
+  return model.run(input, { fwdHooks: [...splices, ...plan.modelHooks], padding: opts.padding, rules: opts.rules });
+}
+
+/**
+ * Value of a scalar metric of the spliced model and its gradient with respect to hook_sae_* points
+ * (e.g. `blocks.2.hook_resid_post.hook_sae_acts_post` → ∂M/∂latents, [batch, pos, d_sae]), from
+ * one forward and one backward pass. Each named point gets a zero delta added after its hooks;
+ * d(metric)/d(delta) is the gradient. The error term is a constant (as in SAELens), so gradients
+ * upstream of the SAE flow through the reconstruction only. `rules` are RelP rules for the model's
+ * backward pass. Returned gradients belong to the caller.
+ */
+export function saeGradients(
+  model: HookedModel,
+  input: ModelInput,
+  saes: Sae | readonly Sae[],
+  names: readonly string[],
+  metric: (logits: tf.Tensor3D, tokens: TokenBatch) => tf.Scalar,
+  opts: RunWithSaeOptions & { rules?: readonly RelpRule[] } = {},
+): { value: number; grads: Map<string, tf.Tensor> } {
+  const list = Array.isArray(saes) ? saes : [saes as Sae];
+  const useError = opts.useErrorTerm ?? false;
+  const tokens = model.toTokens(input, opts.padding);
+  const widths = names.map((name) => {
+    const sae = list.find((s) => name.startsWith(s.cfg.hookName + '.'));
+    if (!sae || !saeHookNames(sae, useError).includes(name)) fail(noMatchMessage(model, name, list, useError));
+    return /hook_sae_acts_(pre|post)$/.test(name) ? sae.cfg.dSae : sae.cfg.dIn;
+  });
+  const deltas = names.map((_, i) => tf.zeros([tokens.batch, tokens.seqLen, widths[i]]));
+  try {
+    const { value, grads } = tf.tidy(() =>
+      tf.valueAndGrads((...ds: tf.Tensor[]) => {
+        const deltaHooks: FwdHook[] = names.map((n, i) => [n, (y: tf.Tensor) => tf.add(y, ds[i])]);
+        // User hooks first, so the delta sits on the value the rest of the model sees.
+        const logits = runWithSae(model, tokens, list, { ...opts, fwdHooks: [...(opts.fwdHooks ?? []), ...deltaHooks] });
+        return metric(logits, tokens);
+      })(deltas),
+    );
+    const v = value.dataSync()[0];
+    value.dispose();
+    return { value: v, grads: new Map(names.map((n, i) => [n, grads[i]])) };
+  } finally {
+    tf.dispose(deltas);
+  }
 }
 
 export interface RunWithSaeCacheOptions extends RunWithSaeOptions {
