@@ -30,7 +30,6 @@ import { generateIoiPrompts, mulberry32, type IoiPrompt } from '../datasets/ioi.
 import { IOI_MODEL_SPLIT, MODEL_NAMES, sampleDocument } from '../datasets/ioi-corpus.js';
 import { ioiPromptPairs, namesKnownTo } from '../src/circuits/ioi-report.js';
 import { mean, pairBatches, rowMetrics } from '../src/circuits/common.js';
-import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { loadModel } from '../src/models/load.js';
 import { finalRow, metricPerPrompt, normalise } from '../src/patching/metrics.js';
@@ -39,7 +38,6 @@ import { PatchingSession } from '../src/patching/session.js';
 import { latentActivationPatching, latentAttribution, topLatents } from '../src/sae/attribution.js';
 import { computeFeatureStats, vocabStrings, type FeatureRecord } from '../src/sae/feature-stats.js';
 import { loadSae } from '../src/sae/io.js';
-import type { Sae } from '../src/sae/sae.js';
 import { replaceAtSaeHook, toSaeRows, saeHookLayout } from '../src/sae/splice.js';
 
 const { values } = parseArgs({

@@ -6,7 +6,7 @@ import { finalRow, metricPerPrompt } from '../src/patching/metrics.js';
 import type { PromptPair } from '../src/patching/pairs.js';
 import { allHeads, allMlps, allNodes, type HeadRef } from '../src/circuits/common.js';
 import { ablateHeads, ablationValues, faithfulness } from '../src/circuits/faithfulness.js';
-import { circuitGraph, greedyCircuit, headsAboveThreshold, rankHeads, topNHeads } from '../src/circuits/extract.js';
+import { circuitGraph, greedyCircuit, headsAboveThreshold, topNHeads } from '../src/circuits/extract.js';
 import { pathPatching } from '../src/circuits/path-patching.js';
 import { syntheticIoiPairs } from '../src/circuits/synthetic.js';
 import { modelPath } from './helpers/fixtures.js';

@@ -6,7 +6,7 @@
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import type { PromptPair } from '../patching/pairs.js';
-import { headId, isMlp, nodeId, type HeadRef, type HeadScore, type NodeRef, type NodeScore } from './common.js';
+import { isMlp, nodeId, type HeadScore, type NodeRef, type NodeScore } from './common.js';
 import { ablationValues, complement, evaluateAblations, type AblationOptions } from './faithfulness.js';
 import { headNode, makeGraph, mlpNode, type CircuitEdge, type CircuitGraph, type CircuitNode } from './graph.js';
 

@@ -42,7 +42,7 @@ import { PatchingSession } from '../patching/session.js';
 import { gridShape } from '../patching/sites.js';
 import { runSuite, type SuiteResult } from '../patching/suite.js';
 import type { Agreement, Component, Method, PatchingGrid } from '../patching/types.js';
-import { allHeads, headId, hookName, isMlp, mean, nodeId, pairBatches, rowMetrics, type HeadRef, type HeadScore, type NodeScore } from './common.js';
+import { allHeads, headId, hookName, isMlp, mean, nodeId, pairBatches, rowMetrics, type HeadRef, type NodeScore } from './common.js';
 import { mlpActivationScores, mlpScoresFromGrid, nodeScoreList } from './node-scores.js';
 import { edgeAttributionPatching, topEdges, eapGraph, type EapResult, type EdgeScore } from './eap.js';
 import { circuitGraph, greedyCircuit, topNHeads, type GreedyResult, type RankBy } from './extract.js';

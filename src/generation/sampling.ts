@@ -10,7 +10,6 @@
  * Randomness comes only from the `rng` passed in (e.g. `mulberry32(seed)`): one draw per
  * sampled token (none for greedy), so the same seed gives the same tokens.
  */
-import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { padBatch } from '../hooks/token-batch.js';
@@ -170,7 +169,7 @@ export function sampleGenerate(model: HookedModel, prompts: number[][], opts: Sa
   const rngs = seqs.map((_, i) => mulberry32(deriveSeed(opts.seed ?? 0, (opts.seedOffset ?? 0) + i)));
   const done = seqs.map((s) => s.length >= maxTokens);
   let finished = done.filter(Boolean).length;
-  const { nLayers, dModel, dVocab } = model.cfg;
+  const { dVocab } = model.cfg;
 
   for (let start = 0; start < seqs.length; start += batchSize) {
     const idx = [...Array(Math.min(batchSize, seqs.length - start)).keys()].map((k) => start + k);
@@ -178,12 +177,8 @@ export function sampleGenerate(model: HookedModel, prompts: number[][], opts: Sa
       const active = idx.filter((i) => !done[i]);
       if (active.length === 0) break;
       const tokens = padBatch(active.map((i) => seqs[i]), 'right', 0);
-      const logits = tf.tidy(() => {
-        const resid = model.run(tokens, { stopAtLayer: nLayers - 1 }) as tf.Tensor;
-        const rows = active.map((i, b) => b * tokens.seqLen + seqs[i].length - 1);
-        const last = tf.gather(resid.reshape([-1, dModel]), rows);
-        return model.unembed(model.applyFinalNorm(last));
-      });
+      // Logits of each prompt's last real token only (the runtime picks it under right padding).
+      const logits = model.run(tokens, { finalPositionOnly: true });
       const host = logits.dataSync() as Float32Array;
       logits.dispose();
       active.forEach((i, b) => {

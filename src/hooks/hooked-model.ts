@@ -183,12 +183,7 @@ export class HookedModel {
     for (let i = 0; i < maxNewTokens; i++) {
       if (ids.length >= this.cfg.nCtx) break;
       // Only the final position is unembedded: full logits would be wasted work.
-      const next = tf.tidy(() => {
-        const tokens = padBatch([ids]);
-        const resid = this.forward(tokens, this.plan(tokens), { stopAtLayer: this.cfg.nLayers - 1 });
-        const last = resid.slice([0, ids.length - 1, 0], [1, 1, this.cfg.dModel]);
-        return this.unembed(this.applyFinalNorm(last)).reshape([-1]).argMax();
-      });
+      const next = tf.tidy(() => this.run([ids], { finalPositionOnly: true }).reshape([-1]).argMax());
       const id = next.dataSync()[0];
       next.dispose();
       ids.push(id);

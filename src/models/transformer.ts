@@ -122,11 +122,9 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
     resid = ctx.hook(hp + 'hook_resid_post', tf.add(resid, mlpOut));
   }
   if (extras.stopAtLayer !== undefined) return resid;
-  let rows = T;
   if (extras.finalPositionOnly) {
     // A one-hot sum (not gather) picks the last real position: differentiable on every backend.
     resid = tf.sum(tf.mul(resid, lastPositionOneHot(tokens)), 1, true);
-    rows = 1;
   }
   const final = applyNorm(ctx, resid, 'ln_final');
   return linear(ctx, final, 'unembed.W_U', 'unembed.b_U');
