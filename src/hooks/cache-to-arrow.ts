@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import { ArrowCacheWriter, cacheColumnToArray, type ArrowCache, type ArrowCacheWriterOptions, type HookColumnSpec } from '../io/arrow-cache.js';
-import { hookShape, positionAxis, resolveHookNames } from './hook-names.js';
+import { hookShape, lastLayerNeeded, positionAxis, resolveHookNames } from './hook-names.js';
 import type { HookedModel } from './hooked-model.js';
 import { padBatch } from './token-batch.js';
 
@@ -42,7 +42,8 @@ export async function writeActivationCache(
   prompts.forEach((p, i) => {
     if (p.length === 0) fail(`prompt ${i} has no tokens`);
   });
-  const stopAtLayer = opts.logits ? undefined : lastLayerNeeded(model, names);
+  // Later blocks, the final norm and the unembedding are skipped when no requested hook needs them.
+  const stopAtLayer = opts.logits ? undefined : lastLayerNeeded(model.cfg, names);
   const writer = ArrowCacheWriter.open(out, { model: model.source, columns }, opts.writer);
   let rows = 0;
   try {
@@ -78,17 +79,6 @@ export async function writeActivationCache(
     writer.abort();
     throw e;
   }
-}
-
-/** Later blocks, the final norm and the unembedding are skipped when no requested hook needs them. */
-function lastLayerNeeded(model: HookedModel, names: string[]): number | undefined {
-  let last = 0;
-  for (const n of names) {
-    if (n.includes('ln_final')) return undefined;
-    const m = /blocks\.(\d+)\./.exec(n);
-    if (m) last = Math.max(last, Number(m[1]));
-  }
-  return Math.min(last, model.cfg.nLayers - 1);
 }
 
 /** Token budget per forward: on the wasm backend, one long prompt per pass is fastest. */

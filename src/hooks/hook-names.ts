@@ -133,3 +133,17 @@ export function unknownHookMessage(cfg: ModelConfig, name: string): string {
   }
   return `unknown hook '${name}' for this ${cfg.architecture} model (try 'hooklens hooks --model PATH' or a pattern like 'blocks.*.hook_resid_post')`;
 }
+
+/**
+ * Last block a forward must run for `names` (later blocks, the final norm and the unembedding can
+ * be skipped: pass it as stopAtLayer), or undefined when a name needs the whole model.
+ */
+export function lastLayerNeeded(cfg: ModelConfig, names: readonly string[]): number | undefined {
+  let last = 0;
+  for (const n of names) {
+    if (n.includes('ln_final')) return undefined;
+    const m = /blocks\.(\d+)\./.exec(n);
+    if (m) last = Math.max(last, Number(m[1]));
+  }
+  return Math.min(last, cfg.nLayers - 1);
+}

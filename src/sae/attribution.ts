@@ -18,6 +18,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
+import { lastLayerNeeded } from '../hooks/hook-names.js';
 import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
 import { DEFAULT_RELP_RULES, type RelpRule } from '../models/grad-rules.js';
 import type { TokenBatch } from '../models/transformer.js';
@@ -61,7 +62,7 @@ function meanMetric(model: HookedModel, tokens: TokenBatch, targets: ReturnType<
 /** The hook's SAE rows for a batch, [N·T, d_in] (caller disposes). */
 function hookRows(model: HookedModel, sae: Sae, tokens: TokenBatch): tf.Tensor2D {
   const layout = saeHookLayout(model, sae);
-  const { logits, cache } = model.runWithCache(tokens, { names: [layout.hook], finalPositionOnly: true });
+  const { logits, cache } = model.runWithCache(tokens, { names: [layout.hook], stopAtLayer: lastLayerNeeded(model.cfg, [layout.hook]) });
   logits.dispose();
   try {
     return tf.tidy(() => toSaeRows(cache.get(layout.hook), layout));
@@ -87,37 +88,37 @@ export function latentAttribution(model: HookedModel, sae: Sae, pairs: PromptPai
   const { clean, corrupt, targets } = pairBatches(model, pairs);
   const mClean = meanMetric(model, clean, targets, metric);
   const rules = method === 'relp' ? [...(opts.rules ?? DEFAULT_RELP_RULES)] : [];
-  // Pairs share one length, so the final position is the last one for every row.
-  const g = model.gradients(corrupt, [layout.hook], (logits) => tf.mean(metricPerPrompt(metric, finalRow(logits), targets)), { rules, finalPositionOnly: true });
+  // Pairs share one length, so the final position is the last one for every row. The same
+  // forward caches the corrupt activation the SAE reads.
+  const g = model.gradients(corrupt, [layout.hook], (logits) => tf.mean(metricPerPrompt(metric, finalRow(logits), targets)), {
+    rules,
+    finalPositionOnly: true,
+    cacheNames: [layout.hook],
+  });
   const mCorrupt = g.value;
   const grad = g.grads.get(layout.hook)!;
+  const xCorrupt = tf.tidy(() => toSaeRows(g.cache!.get(layout.hook), layout));
+  g.cache!.dispose();
   const xClean = hookRows(model, sae, clean);
-  const xCorrupt = hookRows(model, sae, corrupt);
+  const aClean = tf.tidy(() => sae.encode(xClean));
+  const aCorrupt = tf.tidy(() => sae.encode(xCorrupt));
   try {
     // The metric is a mean over pairs, so Σ over all rows of Δa·∂M/∂a is already the first-order ΔM.
     const denom = mClean - mCorrupt;
-    const result = tf.tidy(() => {
-      const gRows = toSaeRows(grad, layout); // ∂M/∂x per row (the metric is a mean over pairs)
-      const aClean = sae.encode(xClean);
-      const aCorrupt = sae.encode(xCorrupt);
+    const [perLatent, err] = tf.tidy(() => {
+      const gRows = toSaeRows(grad, layout); // ∂M/∂x per row
       // ∂M/∂a = ∂(Σ g ⊙ decode(a))/∂a at the corrupt acts (decode is affine in a).
       const dMda = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(gRows, sae.decode(a as tf.Tensor2D, xCorrupt))))(aCorrupt);
-      const perLatent = tf.sum(tf.mul(tf.sub(aClean, aCorrupt), dMda), 0);
       // Error term: Δerr · ∂M/∂x, with err = x − decode(encode(x)).
       const errDelta = tf.sub(tf.sub(xClean, sae.decode(aClean, xClean)), tf.sub(xCorrupt, sae.decode(aCorrupt, xCorrupt)));
-      const err = tf.sum(tf.mul(errDelta, gRows));
-      return { perLatent, err, active: tf.greater(tf.max(tf.maximum(aClean, aCorrupt), 0), 0) };
+      return [tf.sum(tf.mul(tf.sub(aClean, aCorrupt), dMda), 0), tf.sum(tf.mul(errDelta, gRows))];
     });
-    const scores = Float32Array.from(result.perLatent.dataSync(), (s) => s / denom);
-    const error = result.err.dataSync()[0] / denom;
-    const flags = result.active.dataSync();
-    tf.dispose([result.perLatent, result.err, result.active]);
-    const active: number[] = [];
-    flags.forEach((f, i) => f && active.push(i));
-    return { method, hook: layout.hook, mClean, mCorrupt, scores, error, active };
+    const scores = Float32Array.from(perLatent.dataSync(), (x: number) => x / denom);
+    const error = err.dataSync()[0] / denom;
+    tf.dispose([perLatent, err]);
+    return { method, hook: layout.hook, mClean, mCorrupt, scores, error, active: activeLatents(aClean, aCorrupt) };
   } finally {
-    tf.dispose([grad, xClean, xCorrupt]);
-    g.cache?.dispose();
+    tf.dispose([grad, xClean, xCorrupt, aClean, aCorrupt]);
   }
 }
 

@@ -39,6 +39,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
+import { lastLayerNeeded } from '../hooks/hook-names.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { padBatch } from '../hooks/token-batch.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
@@ -782,12 +783,6 @@ export interface FeatureRunResult {
   accumulator: FeatureStatsAccumulator;
 }
 
-/** Layer to stop the forward at for `hook` (undefined: run the whole model). */
-function stopLayer(model: HookedModel, hook: string): number | undefined {
-  const m = /^blocks\.(\d+)\./.exec(hook);
-  return m ? Math.min(Number(m[1]), model.cfg.nLayers - 1) : undefined;
-}
-
 /** Batches of consecutive prompts within the token budget (padded length × count). */
 function* batches(prompts: number[][], budget: number): Generator<{ start: number; group: number[][] }> {
   let start = 0;
@@ -818,7 +813,7 @@ export async function computeFeatureStats(model: HookedModel, sae: Sae, prompts:
   const budget = opts.batchTokens ?? 512;
   const acc = new FeatureStatsAccumulator(sae.cfg.dSae, opts);
   const total = prompts.reduce((s, p) => s + p.length, 0);
-  const stopAtLayer = stopLayer(model, layout.hook);
+  const stopAtLayer = lastLayerNeeded(model.cfg, [layout.hook]);
   const D = sae.cfg.dSae;
   let done = 0;
   for (const { start, group } of batches(prompts, budget)) {
