@@ -8,6 +8,7 @@ import { IOI_MODEL_SPLIT } from '../datasets/ioi-corpus.js';
 import { loadModel } from '../src/models/load.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { graphFromJson } from '../src/circuits/graph.js';
+import { isMlp } from '../src/circuits/common.js';
 import { formatAgreementTable, namesKnownTo, runIoiCircuitStudy, writeIoiReport, type IoiStudyResult } from '../src/circuits/ioi-report.js';
 
 // The shipped IOI model (datasets/ioi-gpt2, trained by scripts/train-ioi-model.ts).
@@ -65,7 +66,7 @@ describe('IOI circuit study on the shipped model', () => {
     expect(circuit.heads.length).toBeGreaterThan(0);
     // Everything outside the circuit is ablated, MLPs included; a minority of the heads is kept.
     expect(circuit.faithfulness.mlps).toBe('nodes');
-    expect(circuit.faithfulness.circuitHeads).toBe(circuit.heads.filter((h) => !h.mlp).length);
+    expect(circuit.faithfulness.circuitHeads).toBe(circuit.heads.filter((h) => !isMlp(h)).length);
     expect(circuit.faithfulness.circuitHeads).toBeLessThan(totalHeads / 2);
     // Pruning keeps a subset of the greedy prefix that still reaches the target.
     const prefix = circuit.greedy.heads.map((h) => h.id);

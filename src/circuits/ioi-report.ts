@@ -80,15 +80,8 @@ export interface IoiStudyOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** A circuit node: a head (head set) or a whole MLP layer (mlp true). */
-export interface IoiCircuitHead {
-  id: string;
-  layer: number;
-  head?: number;
-  mlp?: true;
-  score: number;
-  roles: string[];
-}
+/** A circuit node (head or whole MLP layer) with its score, graph id and IOI roles. */
+export type IoiCircuitHead = NodeScore & { id: string; roles: string[] };
 
 export interface IoiTopNCircuit {
   /** Scores the heads were ranked by (head_out grid of this method). */
@@ -174,8 +167,6 @@ export interface IoiStudyResult {
   /** Seconds for the whole study. */
   runSeconds: number;
 }
-
-const toNodeRef = (n: IoiCircuitHead): NodeScore => (n.mlp || n.head === undefined ? { layer: n.layer, mlp: true, score: n.score } : { layer: n.layer, head: n.head, score: n.score });
 
 function isTextPrompts(xs: readonly IoiPrompt[] | readonly PromptPair[]): xs is readonly IoiPrompt[] {
   return xs.length > 0 && typeof (xs[0] as IoiPrompt).clean === 'string';
@@ -298,9 +289,8 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
   const evidence = ioiHeadEvidence(model, pairs, opts.roles ?? {});
   const roles = rolesFromEvidence(evidence);
   const rolesOf = (h: HeadRef): string[] => roles.filter((r) => r.layer === h.layer && r.head === h.head).map((r) => r.role);
-  const withRoles = (hs: readonly NodeScore[]): IoiCircuitHead[] =>
-    hs.map((h) => (isMlp(h) ? { id: nodeId(h), layer: h.layer, mlp: true as const, score: h.score, roles: [] } : { id: nodeId(h), layer: h.layer, head: h.head, score: h.score, roles: rolesOf(h) }));
-  const headsOnly = (ns: readonly IoiCircuitHead[]): (IoiCircuitHead & { head: number })[] => ns.filter((n): n is IoiCircuitHead & { head: number } => n.head !== undefined);
+  const withRoles = (hs: readonly NodeScore[]): IoiCircuitHead[] => hs.map((h) => ({ ...h, id: nodeId(h), roles: isMlp(h) ? [] : rolesOf(h) }));
+  const headsOnly = (ns: readonly IoiCircuitHead[]) => ns.filter((n): n is IoiCircuitHead & HeadRef => !isMlp(n));
 
   phase('eap');
   const nTop = opts.topEdges ?? 20;
@@ -363,7 +353,7 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
       const best = allHeads(cfg).sort((a, b) => de(a) - de(b))[0];
       writers = withRoles([{ ...best, score: headScores.activation[best.layer][best.head] }]);
     }
-    ablation = { basis, heads: writers, result: ablateHeads(model, pairs, writers.map(toNodeRef), { ...ablationOpts, values }) };
+    ablation = { basis, heads: writers, result: ablateHeads(model, pairs, writers, { ...ablationOpts, values }) };
   } finally {
     values.dispose();
   }
@@ -380,7 +370,7 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
       for (const to of r.nodes) if (to === LOGITS_ID || inCircuit.has(to)) edges.push({ from, to, kind: r.kind, weight: w });
     });
   });
-  const graph = circuitGraph(circuitHeads.map(toNodeRef), {
+  const graph = circuitGraph(circuitHeads, {
     roles,
     edges,
     nLayers: L,
@@ -518,7 +508,7 @@ function faithJson(f: FaithfulnessResult) {
   };
 }
 
-const headJson = (h: IoiCircuitHead) => ({ id: h.id, layer: h.layer, head: h.head ?? null, mlp: h.mlp === true, score: r6(h.score), roles: h.roles });
+const headJson = (h: IoiCircuitHead) => ({ id: h.id, layer: h.layer, head: isMlp(h) ? null : h.head, mlp: isMlp(h), score: r6(h.score), roles: h.roles });
 const edgeJson = (e: EdgeScore) => ({ from: e.from, to: e.to, kind: e.kind, score: r6(e.score) });
 
 /** Every number of the study as plain JSON (non-finite values become null). */
@@ -564,8 +554,8 @@ export function ioiSummary(r: IoiStudyResult) {
       reached: r.circuit.reached,
       heads: r.circuit.heads.map(headJson),
       size: r.circuit.heads.length,
-      nHeads: r.circuit.heads.filter((h) => !h.mlp).length,
-      nMlps: r.circuit.heads.filter((h) => h.mlp).length,
+      nHeads: r.circuit.heads.filter((h) => !isMlp(h)).length,
+      nMlps: r.circuit.heads.filter(isMlp).length,
       greedy: { heads: r.circuit.greedy.heads.map(headJson), faithfulness: faithJson(r.circuit.greedy.faithfulness), pruned: r.circuit.greedy.pruned.map(headJson) },
       totalHeads: r.totalHeads,
       faithfulness: faithJson(r.circuit.faithfulness),
@@ -812,7 +802,7 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
             `<tr${h.inCircuit ? ' class="in-circuit"' : ''}><td>${escapeHtml(h.id)}</td>${num(h.activation)}${num(h.atp)}${num(h.relp)}${num(h.directEffect)}${num(h.attnToIo)}${num(h.attnToS)}${num(h.copy)}${num(h.negativeCopy)}<td>${escapeHtml(h.roles.join(', ') || '—')}</td><td>${h.inCircuit ? 'yes' : ''}</td></tr>`,
         ),
         ...r.mlps.activation.map((x, l) => {
-          const inC = r.circuit.heads.some((n) => n.mlp && n.layer === l);
+          const inC = r.circuit.heads.some((n) => isMlp(n) && n.layer === l);
           return `<tr${inC ? ' class="in-circuit"' : ''}><td>m${l}</td>${num(x)}${num(r.mlps.atp[l])}${num(r.mlps.relp[l])}<td></td><td></td><td></td><td></td><td></td><td>MLP layer</td><td>${inC ? 'yes' : ''}</td></tr>`;
         }),
       ],

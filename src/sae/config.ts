@@ -177,21 +177,12 @@ export function toSaelensCfg(cfg: SaeConfig): Record<string, unknown> {
   return out;
 }
 
-export interface NewSaeConfig {
-  architecture: SaeArchitecture;
-  dIn: number;
-  dSae: number;
-  hookName: string;
-  hookLayer?: number;
-  hookHeadIndex?: number;
-  k?: number;
-  applyBDecToInput?: boolean;
-  normalizeActivations?: NormalizeMode;
-  scalingFactor?: number;
-  modelName?: string;
-  /** Further cfg.json fields (e.g. context_size, prepend_bos, dataset_path). */
-  extra?: Record<string, unknown>;
-}
+/** SaeConfig without `raw`; apply_b_dec_to_input and normalisation default to true and 'none'. */
+export type NewSaeConfig = Omit<SaeConfig, 'raw' | 'applyBDecToInput' | 'normalizeActivations'> &
+  Partial<Pick<SaeConfig, 'applyBDecToInput' | 'normalizeActivations'>> & {
+    /** Further cfg.json fields (e.g. context_size, prepend_bos, dataset_path). */
+    extra?: Record<string, unknown>;
+  };
 
 /** A config for a new SAE (e.g. before training), validated as if read from cfg.json. */
 export function makeSaeConfig(o: NewSaeConfig): SaeConfig {

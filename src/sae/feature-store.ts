@@ -72,14 +72,7 @@ export interface FeatureStoreData {
   vocab: ReadonlyMap<number, string>;
 }
 
-export interface FeatureSummary {
-  id: number;
-  nActive: number;
-  density: number;
-  maxAct: number;
-  meanAct: number;
-  meanActive: number;
-}
+export type FeatureSummary = Pick<FeatureRecord, 'id' | 'nActive' | 'density' | 'maxAct' | 'meanAct' | 'meanActive'>;
 
 export type FeatureMetric = 'density' | 'max' | 'mean' | 'mean_active';
 
