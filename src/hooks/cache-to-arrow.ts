@@ -8,7 +8,7 @@ import { fail } from '../errors.js';
 import { ArrowCacheWriter, cacheColumnToArray, type ArrowCache, type ArrowCacheWriterOptions, type HookColumnSpec } from '../io/arrow-cache.js';
 import { hookShape, lastLayerNeeded, positionAxis, resolveHookNames } from './hook-names.js';
 import type { HookedModel } from './hooked-model.js';
-import { padBatch } from './token-batch.js';
+import { padBatch, promptBatches } from './token-batch.js';
 
 export interface CacheRunOptions {
   hooks: string[];
@@ -47,7 +47,7 @@ export async function writeActivationCache(
   const writer = ArrowCacheWriter.open(out, { model: model.source, columns }, opts.writer);
   let rows = 0;
   try {
-    for (const { start, group } of batches(prompts, opts.batchSize)) {
+    for (const { start, group } of promptBatches(prompts, opts.batchSize !== undefined ? { maxPrompts: opts.batchSize } : { maxTokens: BATCH_TOKENS })) {
       if (opts.signal?.aborted) fail('interrupted: no cache file written');
       const tokens = padBatch(group, 'right', 0);
       const { logits, cache } = model.runWithCache(tokens, { names, stopAtLayer });
@@ -83,24 +83,6 @@ export async function writeActivationCache(
 
 /** Token budget per forward: on the wasm backend, one long prompt per pass is fastest. */
 const BATCH_TOKENS = 256;
-
-/** Consecutive groups of prompts: at most `maxPrompts` each, or by default up to BATCH_TOKENS padded tokens. */
-function* batches(prompts: number[][], maxPrompts?: number): Generator<{ start: number; group: number[][] }> {
-  let start = 0;
-  while (start < prompts.length) {
-    let end = start + 1;
-    let longest = prompts[start].length;
-    const cap = maxPrompts ?? Infinity;
-    while (end < prompts.length && end - start < cap) {
-      const l = Math.max(longest, prompts[end].length);
-      if (maxPrompts === undefined && l * (end - start + 1) > BATCH_TOKENS) break;
-      longest = l;
-      end++;
-    }
-    yield { start, group: prompts.slice(start, end) };
-    start = end;
-  }
-}
 
 /**
  * Rows of prompt b (its first `len` positions): [len × perPos] for position-major hooks, or one

@@ -45,3 +45,25 @@ export function lastPositions(tokens: TokenBatch): number[] {
 export function isTokenBatch(x: unknown): x is TokenBatch {
   return typeof x === 'object' && x !== null && 'ids' in x && 'mask' in x && 'seqLen' in x;
 }
+
+/**
+ * Consecutive groups of prompts for batched forwards: at most `maxPrompts` prompts, and with
+ * `maxTokens` at most that many padded tokens (longest prompt × count; always at least one prompt).
+ */
+export function* promptBatches(prompts: readonly (readonly number[])[], limits: { maxTokens?: number; maxPrompts?: number }): Generator<{ start: number; group: number[][] }> {
+  const cap = limits.maxPrompts ?? Infinity;
+  const budget = limits.maxTokens ?? Infinity;
+  let start = 0;
+  while (start < prompts.length) {
+    let end = start + 1;
+    let longest = prompts[start].length;
+    while (end < prompts.length && end - start < cap) {
+      const l = Math.max(longest, prompts[end].length);
+      if (l * (end - start + 1) > budget) break;
+      longest = l;
+      end++;
+    }
+    yield { start, group: prompts.slice(start, end).map((p) => [...p]) };
+    start = end;
+  }
+}

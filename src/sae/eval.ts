@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
-import { padBatch } from '../hooks/token-batch.js';
+import { padBatch, promptBatches } from '../hooks/token-batch.js';
 import type { Sae } from './sae.js';
 import { replaceAtSaeHook, runWithSae, saeHookLayout, toSaeRows } from './splice.js';
 
@@ -186,11 +186,8 @@ export function evaluateSae(model: HookedModel, sae: Sae, prompts: number[][], o
   const sorted = [...prompts].sort((a, b) => b.length - a.length);
   const total = prompts.reduce((n, p) => n + p.length, 0);
   let done = 0;
-  for (let i = 0; i < sorted.length; ) {
-    const per = Math.max(1, Math.floor(budget / sorted[i].length));
-    const group = sorted.slice(i, i + per);
+  for (const { group } of promptBatches(sorted, { maxTokens: budget })) {
     evalBatch(model, sae, group, s);
-    i += group.length;
     done += group.reduce((n, p) => n + p.length, 0);
     opts.onProgress?.(done, total);
   }

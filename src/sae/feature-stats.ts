@@ -41,7 +41,7 @@ import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import { lastLayerNeeded } from '../hooks/hook-names.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
-import { padBatch } from '../hooks/token-batch.js';
+import { padBatch, promptBatches } from '../hooks/token-batch.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { mulberry32 } from '../util/random.js';
 import type { Sae } from './sae.js';
@@ -783,23 +783,6 @@ export interface FeatureRunResult {
   accumulator: FeatureStatsAccumulator;
 }
 
-/** Batches of consecutive prompts within the token budget (padded length × count). */
-function* batches(prompts: number[][], budget: number): Generator<{ start: number; group: number[][] }> {
-  let start = 0;
-  while (start < prompts.length) {
-    let end = start + 1;
-    let maxLen = prompts[start].length;
-    while (end < prompts.length) {
-      const len = Math.max(maxLen, prompts[end].length);
-      if (len * (end - start + 1) > budget) break;
-      maxLen = len;
-      end++;
-    }
-    yield { start, group: prompts.slice(start, end) };
-    start = end;
-  }
-}
-
 /**
  * Feature statistics of `sae` over token prompts (prompt index = position in `prompts`). Each
  * batch's activations are folded into the accumulator and freed before the next.
@@ -816,7 +799,7 @@ export async function computeFeatureStats(model: HookedModel, sae: Sae, prompts:
   const stopAtLayer = lastLayerNeeded(model.cfg, [layout.hook]);
   const D = sae.cfg.dSae;
   let done = 0;
-  for (const { start, group } of batches(prompts, budget)) {
+  for (const { start, group } of promptBatches(prompts, { maxTokens: budget })) {
     if (opts.signal?.aborted) fail('interrupted');
     const tokens = padBatch(group, 'right', 0);
     const held: tf.Tensor[] = [];
