@@ -35,15 +35,13 @@ import * as tf from '@tensorflow/tfjs';
 import { generateIoiPrompts, mulberry32, type IoiPrompt } from '../datasets/ioi.js';
 import { IOI_MODEL_SPLIT, sampleDocument } from '../datasets/ioi-corpus.js';
 import { namesKnownTo } from '../src/circuits/ioi-report.js';
-import { progressBar } from '../src/cli/progress.js';
-import { writeActivationCache } from '../src/hooks/cache-to-arrow.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { loadModel } from '../src/models/load.js';
-import { evaluateSae, pickEvalMetrics, type SaeEvalResult } from '../src/sae/eval.js';
+import { evaluateSae } from '../src/sae/eval.js';
 import type { Sae } from '../src/sae/sae.js';
 import { spliceSae } from '../src/sae/splice.js';
-import { trainSae, type SaeTrainOptions, type TrainSaeResult } from '../src/sae/train.js';
+import { cacheActivationsOnce, evalMetrics, parseSweep, round, runSweep, topkOptions, trainFinal, trainingFigures, type TopkRecipe } from './sae-recipe.js';
 
 const { values } = parseArgs({
   options: {
@@ -120,48 +118,21 @@ const evalPrompts = withAnswer(evalIoi);
 const valPrompts = withAnswer(valIoi);
 
 // Activation cache of the training documents, rebuilt when the corpus, model or hook changes.
-fs.mkdirSync(WORK, { recursive: true });
-const cacheFile = path.join(WORK, `${HOOK}.train.arrow`);
-const stampFile = `${cacheFile}.json`;
-const stamp = JSON.stringify({ corpusSha, model: path.basename(values.model!), hook: HOOK });
-if (!fs.existsSync(cacheFile) || !fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp) {
-  const bar = progressBar(`caching ${HOOK}`);
-  const t = Date.now();
-  fs.rmSync(cacheFile, { force: true });
-  const { rows } = await writeActivationCache(model, train.map((d) => d.tokens), cacheFile, {
-    hooks: [HOOK],
-    onProgress: (d, n) => bar.update(d, n),
-    writer: { maxBatchRows: 4096 },
-  });
-  bar.stop();
-  writeFileAtomic(stampFile, stamp);
-  console.error(`cached ${rows} rows of ${HOOK} in ${((Date.now() - t) / 1000).toFixed(1)} s`);
-}
-
-function options(dSae: number, k: number, tokens: number): SaeTrainOptions {
-  const steps = Math.ceil(tokens / BATCH);
-  return {
-    cache: cacheFile,
-    hook: HOOK,
-    architecture: 'topk',
-    dSae,
-    k,
-    tokens,
-    batchSize: BATCH,
-    lr: LR,
-    lrWarmupSteps: Math.min(200, Math.floor(steps / 20)),
-    lrDecaySteps: Math.floor(steps / 5),
-    seed: SEED,
-    normalizeActivations: 'expected_average_only_in',
-    bDecInit: 'geometric_median',
-    // Dead = silent for ~4 epochs of the training documents (~70K tokens each).
-    deadTokens: 250_000,
-    densityWindowTokens: 250_000,
-    modelName: 'ioi-gpt2',
-    cfgExtra: { dataset_path: 'datasets/ioi-corpus.ts (sampleDocument, IOI_MODEL_SPLIT.train)', prepend_bos: true, context_size: 32 },
-    logEvery: 50,
-  };
-}
+const cacheFile = await cacheActivationsOnce(model, train.map((d) => d.tokens), {
+  work: WORK,
+  hook: HOOK,
+  stamp: JSON.stringify({ corpusSha, model: path.basename(values.model!), hook: HOOK }),
+});
+const recipe: TopkRecipe = {
+  cacheFile,
+  hook: HOOK,
+  batch: BATCH,
+  lr: LR,
+  seed: SEED,
+  modelName: 'ioi-gpt2',
+  cfgExtra: { dataset_path: 'datasets/ioi-corpus.ts (sampleDocument, IOI_MODEL_SPLIT.train)', prepend_bos: true, context_size: 32 },
+};
+const options = (dSae: number, k: number, tokens: number) => topkOptions(recipe, dSae, k, tokens);
 
 /** IOI accuracy and mean logit difference (IO − S at the final position), optionally with the SAE spliced in (no error term). */
 function ioiScore(m: HookedModel, prompts: IoiPrompt[], sae?: Sae): { accuracy: number; mean_logit_diff: number } {
@@ -192,11 +163,6 @@ function ioiScore(m: HookedModel, prompts: IoiPrompt[], sae?: Sae): { accuracy: 
   return { accuracy: correct / prompts.length, mean_logit_diff: sum / prompts.length };
 }
 
-const round = (x: number, d = 6) => Number(x.toFixed(d));
-function evalMetrics(r: SaeEvalResult) {
-  const m = { ...pickEvalMetrics(r), fvu: r.fvu, dead_fraction: r.dead_fraction, dense_fraction: r.dense_fraction, n_tokens: r.n_tokens, n_ce_positions: r.n_ce_positions };
-  return Object.fromEntries(Object.entries(m).map(([a, b]) => [a, round(b)]));
-}
 function ioiMetrics(prompts: IoiPrompt[], sae: Sae) {
   const orig = ioiScore(model, prompts);
   const spliced = ioiScore(model, prompts, sae);
@@ -210,18 +176,8 @@ function ioiMetrics(prompts: IoiPrompt[], sae: Sae) {
 }
 
 if (values.sweep) {
-  const pairs = values.sweep.split(',').map((p) => p.split(':').map(Number) as [number, number]);
   const tokens = num('sweep-tokens', values['sweep-tokens']);
-  const results = [];
-  for (const [dSae, k] of pairs) {
-    const t0 = Date.now();
-    const r = await trainSae(options(dSae, k, tokens));
-    const ev = evaluateSae(model, r.sae, valPrompts);
-    const row = { d_sae: dSae, k, tokens: r.tokensSeen, seconds: round(r.seconds, 1), ...evalMetrics(ev), ...ioiMetrics(valIoi, r.sae) };
-    r.sae.dispose();
-    results.push(row);
-    console.log(JSON.stringify(row), `(${((Date.now() - t0) / 1000).toFixed(0)} s)`);
-  }
+  const results = await runSweep(parseSweep(values.sweep), tokens, options, (sae) => ({ ...evalMetrics(evaluateSae(model, sae, valPrompts)), ...ioiMetrics(valIoi, sae) }));
   writeFileAtomic(
     path.join(WORK, `sweep-${tokens}.json`),
     JSON.stringify({ corpusSha, hook: HOOK, lr: LR, batch: BATCH, seed: SEED, tokens, scored_on: `${valIoi.length} validation IOI prompts (test split, prompt seed 2) + answer token`, results }, null, 2) + '\n',
@@ -233,14 +189,7 @@ if (values.sweep) {
 const D_SAE = num('d-sae', values['d-sae']);
 const K = num('k', values.k);
 const TOKENS = num('tokens', values.tokens);
-const ckpt = path.join(WORK, `checkpoint-${D_SAE}-${K}`);
-fs.rmSync(ckpt, { recursive: true, force: true });
-const opts = options(D_SAE, K, TOKENS);
-const bar = progressBar('training');
-const t0 = Date.now();
-const result: TrainSaeResult = await trainSae({ ...opts, checkpointDir: ckpt, checkpointEvery: 1000, out: values.out, onProgress: (p) => bar.update(p.step, p.totalSteps) });
-bar.stop();
-const wall = (Date.now() - t0) / 1000;
+const { result, wall } = await trainFinal(options(D_SAE, K, TOKENS), WORK, values.out!);
 const tEval = Date.now();
 const ev = evaluateSae(model, result.sae, evalPrompts);
 const evalSeconds = (Date.now() - tEval) / 1000;
@@ -291,17 +240,7 @@ const training = {
     validation: 'model selection (--sweep) used 256 other test-split prompts (seed 2), none shared with these',
   },
   settings: result.settings,
-  training: {
-    steps: result.step,
-    tokens: result.tokensSeen,
-    epochs: round(result.tokensSeen / count(train), 2),
-    seconds: round(result.seconds, 1),
-    wall_seconds: round(wall, 1),
-    tokens_per_second: Math.round(result.tokensPerSecond),
-    backend: 'wasm (single-threaded)',
-    final_train_metrics: result.last,
-    dead_fraction_train: result.deadFraction,
-  },
+  training: trainingFigures(result, count(train), wall),
   eval: { ...evalMetrics(ev), seconds: round(evalSeconds, 1) },
   eval_ioi: ioiMetrics(evalIoi, result.sae),
   eval_in_distribution: { what: '300 fresh corpus documents (seed + 1)', ...evalMetrics(evIn) },

@@ -21,12 +21,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { readStoriesSplit, STORIES_JSONL } from '../datasets/stories.js';
-import { progressBar } from '../src/cli/progress.js';
-import { writeActivationCache } from '../src/hooks/cache-to-arrow.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { loadModel } from '../src/models/load.js';
-import { evaluateSae, pickEvalMetrics, type SaeEvalResult } from '../src/sae/eval.js';
-import { trainSae, type SaeTrainOptions, type TrainSaeResult } from '../src/sae/train.js';
+import { evaluateSae } from '../src/sae/eval.js';
+import { cacheActivationsOnce, evalMetrics, parseSweep, round, runSweep, topkOptions, trainFinal, trainingFigures, type TopkRecipe } from './sae-recipe.js';
 
 const { values } = parseArgs({
   options: {
@@ -65,68 +63,25 @@ const evalPrompts = split.eval.map((s) => s.tokens);
 const count = (xs: { tokens: number[] }[]) => xs.reduce((s, x) => s + x.tokens.length, 0);
 
 // Activation cache of the train split, rebuilt when the corpus, model or hook changes.
-fs.mkdirSync(WORK, { recursive: true });
-const cacheFile = path.join(WORK, `${HOOK}.train.arrow`);
-const stampFile = `${cacheFile}.json`;
-const stamp = JSON.stringify({ corpusSha, model: path.basename(values.model!), hook: HOOK });
-if (!fs.existsSync(cacheFile) || !fs.existsSync(stampFile) || fs.readFileSync(stampFile, 'utf8') !== stamp) {
-  const bar = progressBar(`caching ${HOOK}`);
-  const t = Date.now();
-  fs.rmSync(cacheFile, { force: true });
-  const { rows } = await writeActivationCache(model, split.train.map((s) => s.tokens), cacheFile, {
-    hooks: [HOOK],
-    onProgress: (d, n) => bar.update(d, n),
-    writer: { maxBatchRows: 4096 },
-  });
-  bar.stop();
-  writeFileAtomic(stampFile, stamp);
-  console.error(`cached ${rows} rows of ${HOOK} in ${((Date.now() - t) / 1000).toFixed(1)} s`);
-}
-
-function options(dSae: number, k: number, tokens: number): SaeTrainOptions {
-  const steps = Math.ceil(tokens / BATCH);
-  return {
-    cache: cacheFile,
-    hook: HOOK,
-    architecture: 'topk',
-    dSae,
-    k,
-    tokens,
-    batchSize: BATCH,
-    lr: LR,
-    lrWarmupSteps: Math.min(200, Math.floor(steps / 20)),
-    lrDecaySteps: Math.floor(steps / 5),
-    seed: SEED,
-    normalizeActivations: 'expected_average_only_in',
-    bDecInit: 'geometric_median',
-    // Dead = silent for ~4 epochs of the train split (63K tokens each).
-    deadTokens: 250_000,
-    densityWindowTokens: 250_000,
-    modelName: 'stories260K',
-    cfgExtra: { dataset_path: 'datasets/stories/stories.jsonl', prepend_bos: true, context_size: 128 },
-    logEvery: 50,
-  };
-}
-
-function evalMetrics(r: SaeEvalResult) {
-  return { ...pickEvalMetrics(r), fvu: r.fvu, dead_fraction: r.dead_fraction, dense_fraction: r.dense_fraction, n_tokens: r.n_tokens, n_ce_positions: r.n_ce_positions };
-}
-
-const round = (x: number, d = 6) => Number(x.toFixed(d));
+const cacheFile = await cacheActivationsOnce(model, split.train.map((s) => s.tokens), {
+  work: WORK,
+  hook: HOOK,
+  stamp: JSON.stringify({ corpusSha, model: path.basename(values.model!), hook: HOOK }),
+});
+const recipe: TopkRecipe = {
+  cacheFile,
+  hook: HOOK,
+  batch: BATCH,
+  lr: LR,
+  seed: SEED,
+  modelName: 'stories260K',
+  cfgExtra: { dataset_path: 'datasets/stories/stories.jsonl', prepend_bos: true, context_size: 128 },
+};
+const options = (dSae: number, k: number, tokens: number) => topkOptions(recipe, dSae, k, tokens);
 
 if (values.sweep) {
-  const pairs = values.sweep.split(',').map((p) => p.split(':').map(Number) as [number, number]);
   const tokens = num('sweep-tokens', values['sweep-tokens']);
-  const results = [];
-  for (const [dSae, k] of pairs) {
-    const t0 = Date.now();
-    const r = await trainSae(options(dSae, k, tokens));
-    const ev = evaluateSae(model, r.sae, evalPrompts);
-    r.sae.dispose();
-    const row = { d_sae: dSae, k, tokens: r.tokensSeen, seconds: round(r.seconds, 1), ...Object.fromEntries(Object.entries(evalMetrics(ev)).map(([a, b]) => [a, round(b)])) };
-    results.push(row);
-    console.log(JSON.stringify(row), `(${((Date.now() - t0) / 1000).toFixed(0)} s)`);
-  }
+  const results = await runSweep(parseSweep(values.sweep), tokens, options, (sae) => evalMetrics(evaluateSae(model, sae, evalPrompts)));
   writeFileAtomic(path.join(WORK, 'sweep.json'), JSON.stringify({ corpusSha, hook: HOOK, lr: LR, batch: BATCH, seed: SEED, tokens, results }, null, 2) + '\n');
   model.dispose();
   process.exit(0);
@@ -135,14 +90,7 @@ if (values.sweep) {
 const D_SAE = num('d-sae', values['d-sae']);
 const K = num('k', values.k);
 const TOKENS = num('tokens', values.tokens);
-const ckpt = path.join(WORK, `checkpoint-${D_SAE}-${K}`);
-fs.rmSync(ckpt, { recursive: true, force: true });
-const opts = options(D_SAE, K, TOKENS);
-const bar = progressBar('training');
-const t0 = Date.now();
-const result: TrainSaeResult = await trainSae({ ...opts, checkpointDir: ckpt, checkpointEvery: 1000, out: values.out, onProgress: (p) => bar.update(p.step, p.totalSteps) });
-bar.stop();
-const wall = (Date.now() - t0) / 1000;
+const { result, wall } = await trainFinal(options(D_SAE, K, TOKENS), WORK, values.out!);
 const tEval = Date.now();
 const ev = evaluateSae(model, result.sae, evalPrompts);
 const evalSeconds = (Date.now() - tEval) / 1000;
@@ -161,18 +109,8 @@ const training = {
     eval: { stories: split.eval.length, tokens: count(split.eval) },
   },
   settings: result.settings,
-  training: {
-    steps: result.step,
-    tokens: result.tokensSeen,
-    epochs: round(result.tokensSeen / count(split.train), 2),
-    seconds: round(result.seconds, 1),
-    wall_seconds: round(wall, 1),
-    tokens_per_second: Math.round(result.tokensPerSecond),
-    backend: 'wasm (single-threaded)',
-    final_train_metrics: result.last,
-    dead_fraction_train: result.deadFraction,
-  },
-  eval: { ...Object.fromEntries(Object.entries(evalMetrics(ev)).map(([a, b]) => [a, round(b)])), seconds: round(evalSeconds, 1) },
+  training: trainingFigures(result, count(split.train), wall),
+  eval: { ...evalMetrics(ev), seconds: round(evalSeconds, 1) },
   sweep: sweep && sweep.corpusSha === corpusSha ? sweep : null,
 };
 result.sae.dispose();
