@@ -23,8 +23,22 @@ import {
   withI64Tensor,
   writeSafetensorsParts,
   writeSafetensorsRaw,
+  layOutSafetensors,
+  tensorsInDataOrder,
   type CliResult,
 } from './helpers/cli-run.js';
+
+/** Byte position of tensor `name`'s data-offset field in a GGUF header (after name, dims and type). */
+function ggufOffsetFieldPosition(buf: Buffer, name: string): number {
+  const key = Buffer.concat([Buffer.alloc(8), Buffer.from(name, 'utf8')]);
+  key.writeBigUInt64LE(BigInt(name.length), 0);
+  const at = buf.indexOf(key);
+  if (at < 0) throw new Error(`tensor ${name} not in the GGUF header`);
+  let pos = at + key.length;
+  const nDims = buf.readUInt32LE(pos);
+  pos += 4 + 8 * nDims + 4;
+  return pos;
+}
 
 const TOL = 1e-4;
 const SPAWN_TEST_TIMEOUT = 180_000; // includes waiting for a free spawn slot
@@ -186,6 +200,70 @@ const BAD_CASES: BadCase[] = [
       return cacheArgs(m, out, '--tokens', '1,2', '--hooks', HOOK);
     },
     expect: ['transformer.h.0.attn.c_attn.weight', 'I64'],
+  },
+  {
+    // Two tensors alias the same bytes; every byte of the data section still belongs to a tensor.
+    name: 'safetensors: two tensors share one byte range',
+    setup: (dir) => {
+      const m = gpt2Copy(dir);
+      const f = path.join(m, 'model.safetensors');
+      const tensors = tensorsInDataOrder(readSafetensorsParts(f));
+      const a = tensors.findIndex((t, i) => tensors[i + 1] && t.bytes.length === tensors[i + 1].bytes.length);
+      const alias = tensors[a + 1].name;
+      const parts = layOutSafetensors(tensors.filter((t) => t.name !== alias));
+      parts.header[alias] = { ...(parts.header[tensors[a].name] as object) };
+      writeSafetensorsParts(f, parts);
+      return ['run', '--model', m, '--tokens', '1,2', '--json'];
+    },
+    expect: ['model.safetensors', 'overlap', /"transformer\./],
+  },
+  {
+    name: 'safetensors: a tensor starts inside the one before it (cache)',
+    setup: (dir, out) => {
+      const m = gpt2Copy(dir);
+      const f = path.join(m, 'model.safetensors');
+      const tensors = tensorsInDataOrder(readSafetensorsParts(f));
+      const victim = tensors.findIndex((t) => t.name === 'transformer.h.1.attn.c_attn.weight');
+      writeSafetensorsParts(f, layOutSafetensors(tensors, (i, cursor) => (i === victim ? cursor - 8 : cursor)));
+      return cacheArgs(m, out, '--tokens', '1,2', '--hooks', HOOK);
+    },
+    expect: ['model.safetensors', 'overlap', 'transformer.h.1.attn.c_attn.weight'],
+  },
+  {
+    name: 'GGUF: two tensors share one data range',
+    setup: (dir) => {
+      const f = path.join(dir, 'stories-alias.gguf');
+      const buf = fs.readFileSync(storiesGguf());
+      // ffn_up's data offset set to ffn_gate's (same shape): the loader would read one tensor twice.
+      const offsetField = (name: string) => ggufOffsetFieldPosition(buf, name);
+      const gate = offsetField('blk.0.ffn_gate.weight');
+      const up = offsetField('blk.0.ffn_up.weight');
+      buf.writeBigUInt64LE(buf.readBigUInt64LE(gate), up);
+      fs.writeFileSync(f, buf);
+      return ['run', '--model', f, '--tokens', '1,2', '--json'];
+    },
+    expect: ['stories-alias.gguf', 'overlap', 'blk.0.ffn_gate.weight', 'blk.0.ffn_up.weight'],
+  },
+  {
+    name: 'config.json: an integer field given as a string',
+    setup: (dir) => {
+      const m = gpt2Copy(dir, 'string-layers');
+      const cfg = JSON.parse(fs.readFileSync(path.join(m, 'config.json'), 'utf8'));
+      fs.writeFileSync(path.join(m, 'config.json'), JSON.stringify({ ...cfg, n_layer: '3' }));
+      return ['run', '--model', m, '--tokens', '1,2', '--json'];
+    },
+    expect: ['config.json', '"n_layer"', 'must be an integer', '"3" (a string)'],
+  },
+  {
+    name: 'config.json: a boolean field given as a string (Llama)',
+    setup: (dir) => {
+      const m = path.join(dir, 'llama-string-bool');
+      copyModelDir(LLAMA, m);
+      const cfg = JSON.parse(fs.readFileSync(path.join(m, 'config.json'), 'utf8'));
+      fs.writeFileSync(path.join(m, 'config.json'), JSON.stringify({ ...cfg, tie_word_embeddings: 'false' }));
+      return ['run', '--model', m, '--tokens', '1,2', '--json'];
+    },
+    expect: ['config.json', '"tie_word_embeddings"', 'true or false'],
   },
   {
     name: 'truncated GGUF',

@@ -404,6 +404,21 @@ describe('GGUF validation errors', () => {
     expectGgufError(writeTmp(mis.build()), /tensor 'w' data offset 4 is not a multiple of the alignment 32/);
   });
 
+  it('overlapping tensor data ranges are refused (padding gaps are fine)', () => {
+    const alias = new GgufBuilder()
+      .tensor({ name: 'a', dims: [2], type: 0, data: f32Bytes([1, 2]), offset: 0 })
+      .tensor({ name: 'b', dims: [2], type: 0, data: f32Bytes([1, 2]), offset: 0 });
+    expectGgufError(writeTmp(alias.build()), /tensors 'a' \[data offset 0, 8\) and 'b' \[0, 8\) overlap/);
+    const partial = new GgufBuilder()
+      .tensor({ name: 'big', dims: [16], type: 0, data: f32Bytes(Array.from({ length: 16 }, (_, i) => i)), offset: 0 })
+      .tensor({ name: 'late', dims: [4], type: 0, data: f32Bytes([1, 2, 3, 4]), offset: 32 });
+    expectGgufError(writeTmp(partial.build()), /tensors 'big' \[data offset 0, 64\) and 'late' \[32, 48\) overlap/);
+    const padded = new GgufBuilder()
+      .tensor({ name: 'a', dims: [1], type: 0, data: f32Bytes([1]), offset: 0 })
+      .tensor({ name: 'b', dims: [1], type: 0, data: f32Bytes([2]), offset: 64 });
+    expect([...readGguf(writeTmp(padded.build())).tensors.keys()]).toEqual(['a', 'b']);
+  });
+
   it('bad alignment, duplicate keys and tensors', () => {
     expectGgufError(writeTmp(ok().u32('general.alignment', 3).build()), /general\.alignment must be a positive power of two, got 3/);
     expectGgufError(writeTmp(ok().u32('general.alignment', 0).build()), /general\.alignment/);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { chromium } from 'playwright-core';
+import { chromiumPath } from '../src/setup/chromium.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readStories } from '../datasets/stories.js';
 import { initBackend } from '../src/backend/index.js';
@@ -24,7 +25,7 @@ import { cliSuite, stderrLines, type CliResult } from './helpers/cli-run.js';
 import { storiesGguf } from './helpers/fixtures.js';
 
 const HOOK = 'blocks.2.hook_resid_post';
-const CHROMIUM = process.env.HOOKLENS_CHROMIUM ?? '/usr/bin/chromium';
+const CHROMIUM = chromiumPath();
 
 let tmp: string;
 let dbFile: string;
@@ -186,7 +187,7 @@ describe('Neuronpedia JSON', () => {
 describe('static HTML dashboard in headless Chromium', () => {
   it('renders a searched feature: top-example tokens, SVG histogram; no console or page errors', async () => {
     if (!fs.existsSync(CHROMIUM)) {
-      throw new Error(`Chromium not found at ${CHROMIUM}: install Debian's chromium (apt-get install chromium) or set HOOKLENS_CHROMIUM; the dashboard check needs a real browser`);
+      throw new Error(`Chromium not found at ${CHROMIUM}: 'npm test' installs it in its pretest step when it may (see scripts/pretest.ts); or set HOOKLENS_CHROMIUM`);
     }
     const out = path.join(tmp, 'dash');
     const store = FeatureStore.open(dbFile);

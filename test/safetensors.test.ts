@@ -184,7 +184,8 @@ describe('dtype conversion', () => {
   it('reads tensors beyond the 2 GiB offset (sparse file)', () => {
     const file = path.join(freshDir(), 'sparse.safetensors');
     const begin = 2 ** 31 + 12;
-    const header = Buffer.from(JSON.stringify({ far: { dtype: 'F32', shape: [2], data_offsets: [begin, begin + 8] } }));
+    // The format needs contiguous tensors: a (sparse, never read) padding tensor fills [0, begin).
+    const header = Buffer.from(JSON.stringify({ pad: { dtype: 'F32', shape: [begin / 4], data_offsets: [0, begin] }, far: { dtype: 'F32', shape: [2], data_offsets: [begin, begin + 8] } }));
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(header.length));
     const payload = Buffer.alloc(8);
@@ -199,7 +200,7 @@ describe('dtype conversion', () => {
       fs.closeSync(fd);
     }
     expect(fs.statSync(file).size).toBe(8 + header.length + begin + 8);
-    const { tensors } = readSafetensors(file);
+    const { tensors } = readSafetensors(file, { only: (n) => n === 'far' });
     expect(Array.from(tensors.get('far')!.data)).toEqual([3.5, -1]);
     fs.rmSync(file);
   });
@@ -286,6 +287,48 @@ describe('readSafetensors validation errors', () => {
       new Uint8Array(8),
     );
     expectHooklensError(() => readSafetensors(file), file, '"w"', 'byte length 8', '6 bytes');
+  });
+
+  // The layout rule of the format's reference implementation: ranges tile the data section.
+  it('overlapping tensors (aliases of the same bytes) are refused, naming both', () => {
+    const file = buildFile(
+      path.join(freshDir(), 'alias.safetensors'),
+      { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } },
+      new Uint8Array(8),
+    );
+    expectHooklensError(() => readSafetensors(file), file, '"a"', '"b"', 'overlap');
+  });
+
+  it('partially overlapping tensors are refused, even when only() skips one of them', () => {
+    const file = buildFile(
+      path.join(freshDir(), 'partial.safetensors'),
+      { a: { dtype: 'F32', shape: [3], data_offsets: [0, 12] }, b: { dtype: 'F32', shape: [2], data_offsets: [8, 16] } },
+      new Uint8Array(16),
+    );
+    expectHooklensError(() => readSafetensors(file), file, '"a" [0, 12)', '"b" [8, 16)', 'overlap');
+    expectHooklensError(() => readSafetensors(file, { only: (n) => n === 'b' }), file, 'overlap');
+  });
+
+  it('a gap between tensors, or bytes after the last one, are refused', () => {
+    const gap = buildFile(
+      path.join(freshDir(), 'gap.safetensors'),
+      { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } },
+      new Uint8Array(12),
+    );
+    expectHooklensError(() => readSafetensors(gap), gap, 'bytes [4, 8)', '"a"', 'contiguous');
+    const start = buildFile(path.join(freshDir(), 'start.safetensors'), { a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8));
+    expectHooklensError(() => readSafetensors(start), start, 'bytes [0, 4)', 'start of the data section');
+    const tail = buildFile(path.join(freshDir(), 'tail.safetensors'), { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, new Uint8Array(12));
+    expectHooklensError(() => readSafetensors(tail), tail, '12 bytes', 'cover only 4');
+  });
+
+  it('zero-sized tensors fit anywhere in the tiling', () => {
+    const file = buildFile(
+      path.join(freshDir(), 'empty.safetensors'),
+      { e: { dtype: 'F32', shape: [0], data_offsets: [4, 4] }, a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } },
+      new Uint8Array(8),
+    );
+    expect([...readSafetensors(file).tensors.keys()].sort()).toEqual(['a', 'b', 'e']);
   });
 
   it('malformed shape / offsets', () => {

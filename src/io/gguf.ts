@@ -641,7 +641,26 @@ function parseHeader(buf: Buffer, file: string, fileSize: number): GgufHeader {
     info.nbytes = nbytes;
   }
 
+  checkNoOverlap(file, infos);
   return { path: file, version, metadata, tensorInfos: infos, alignment, dataOffset };
+}
+
+/**
+ * Tensor data ranges may leave alignment padding between them but must not overlap: aliased
+ * tensors would make a replaced weight silently change another.
+ */
+function checkNoOverlap(file: string, infos: GgufTensorInfo[]): void {
+  const sorted = [...infos].sort((a, b) => a.fileOffset - b.fileOffset);
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1]!;
+    const b = sorted[i]!;
+    if (b.fileOffset < a.fileOffset + a.nbytes) {
+      fail(
+        `${file}: tensors '${show(a.name)}' [data offset ${a.offset}, ${a.offset + a.nbytes}) and '${show(b.name)}' ` +
+          `[${b.offset}, ${b.offset + b.nbytes}) overlap in the data section`,
+      );
+    }
+  }
 }
 
 function numelOf(info: GgufTensorInfo): number {

@@ -136,6 +136,31 @@ function parseEntry(file: string, name: string, raw: unknown, dataLen: number, c
   return { name, dtype, shape: (shape as number[]).slice(), begin, end };
 }
 
+/**
+ * The format's layout rule, as its reference implementation enforces it: tensors' byte ranges,
+ * sorted by offset, tile the data section exactly — no overlap (aliased tensors would make a
+ * replaced weight silently change another), no gap, nothing after the last tensor.
+ */
+function checkLayout(file: string, entries: Entry[], dataLen: number): void {
+  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  let cursor = 0;
+  let prev: Entry | null = null;
+  for (const e of sorted) {
+    if (e.begin < cursor && prev) {
+      fail(`${file}: tensors ${q(prev.name)} [${prev.begin}, ${prev.end}) and ${q(e.name)} [${e.begin}, ${e.end}) overlap in the data section`);
+    }
+    if (e.begin > cursor) {
+      const after = prev ? `after tensor ${q(prev.name)}` : 'at the start of the data section';
+      fail(`${file}: bytes [${cursor}, ${e.begin}) ${after} belong to no tensor (safetensors data must be contiguous)`);
+    }
+    cursor = e.end;
+    prev = e;
+  }
+  if (cursor !== dataLen) {
+    fail(`${file}: the data section has ${dataLen} bytes but its tensors cover only ${cursor} (trailing bytes after ${prev ? `tensor ${q(prev.name)}` : 'an empty header'})`);
+  }
+}
+
 function readTensorData(fd: number, file: string, e: Entry, dataStart: number): Float32Array {
   const n = numel(e.shape);
   const out = new Float32Array(n);
@@ -205,6 +230,7 @@ export function readSafetensors(file: string, opts: ReadSafetensorsOptions = {})
     const dataLen = size - dataStart;
     const metadata: Record<string, string> = {};
     const entries: Entry[] = [];
+    const allEntries: Entry[] = [];
     for (const [name, raw] of Object.entries(header)) {
       if (name === '__metadata__') {
         if (!isPlainObject(raw)) fail(`${file}: "__metadata__" in the safetensors header is not an object`);
@@ -213,9 +239,11 @@ export function readSafetensors(file: string, opts: ReadSafetensorsOptions = {})
       }
       const wanted = !opts.only || opts.only(name);
       const entry = parseEntry(file, name, raw, dataLen, wanted);
+      allEntries.push(entry);
       if (wanted) entries.push(entry);
     }
 
+    checkLayout(file, allEntries, dataLen);
     const tensors = new Map<string, RawTensor>();
     for (const e of entries) tensors.set(e.name, { shape: e.shape, data: readTensorData(fd, file, e, dataStart) });
     return { metadata, tensors };

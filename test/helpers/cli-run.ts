@@ -123,21 +123,57 @@ export function writeSafetensorsParts(file: string, parts: SafetensorsParts): vo
   writeSafetensorsRaw(file, JSON.stringify(parts.header), parts.data);
 }
 
+interface HeaderEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
+/** The tensors of a file in data order, each with its own bytes. */
+export function tensorsInDataOrder(parts: SafetensorsParts): { name: string; dtype: string; shape: number[]; bytes: Buffer }[] {
+  return Object.entries(parts.header)
+    .filter(([k]) => k !== '__metadata__')
+    .map(([name, e]) => ({ name, ...(e as HeaderEntry) }))
+    .sort((a, b) => a.data_offsets[0] - b.data_offsets[0])
+    .map(({ name, dtype, shape, data_offsets: [b, e] }) => ({ name, dtype, shape, bytes: parts.data.subarray(b, e) }));
+}
+
 /**
- * Rewrite tensor `name` as I64 (values rounded) with its original shape, appending the new bytes at
- * the end of the data section: a well-formed safetensors file with an integer tensor where a
- * float weight belongs.
+ * Lay tensors out back to back (a well-formed file). `place(i, cursor)` may move tensor i's start
+ * (e.g. back into its predecessor, to build overlapping ranges); later tensors follow it.
+ */
+export function layOutSafetensors(
+  tensors: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[],
+  place: (i: number, cursor: number) => number = (_i, c) => c,
+): SafetensorsParts {
+  const header: Record<string, unknown> = {};
+  const spans: [number, Uint8Array][] = [];
+  let cursor = 0;
+  tensors.forEach((t, i) => {
+    const begin = place(i, cursor);
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [begin, begin + t.bytes.length] };
+    spans.push([begin, t.bytes]);
+    cursor = begin + t.bytes.length;
+  });
+  const data = Buffer.alloc(cursor);
+  for (const [b, bytes] of spans) data.set(bytes, b);
+  return { header, data };
+}
+
+/**
+ * Rewrite tensor `name` as I64 (values rounded) with its original shape: a well-formed safetensors
+ * file with an integer tensor where a float weight belongs.
  */
 export function withI64Tensor(parts: SafetensorsParts, name: string): SafetensorsParts {
-  const entry = parts.header[name] as { dtype: string; shape: number[]; data_offsets: [number, number] };
-  const [b, e] = entry.data_offsets;
-  const f32 = new Float32Array(parts.data.buffer.slice(parts.data.byteOffset + b, parts.data.byteOffset + e));
-  const i64 = new BigInt64Array(f32.length);
-  for (let i = 0; i < f32.length; i++) i64[i] = BigInt(Math.round(f32[i] * 100));
-  const start = parts.data.length;
-  const data = Buffer.concat([parts.data, Buffer.from(i64.buffer)]);
-  const header = { ...parts.header, [name]: { dtype: 'I64', shape: entry.shape, data_offsets: [start, start + i64.byteLength] } };
-  return { header, data };
+  return layOutSafetensors(
+    tensorsInDataOrder(parts).map((t) => {
+      if (t.name !== name) return t;
+      const f32 = new Float32Array(t.bytes.buffer.slice(t.bytes.byteOffset, t.bytes.byteOffset + t.bytes.length));
+      const i64 = new BigInt64Array(f32.length);
+      for (let i = 0; i < f32.length; i++) i64[i] = BigInt(Math.round(f32[i] * 100));
+      return { ...t, dtype: 'I64', bytes: Buffer.from(i64.buffer) };
+    }),
+  );
 }
 
 export function mkTmp(prefix: string): string {

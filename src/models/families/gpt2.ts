@@ -1,12 +1,13 @@
 /** GPT-2 (GPT2LMHeadModel): LayerNorm, learned positions, GELU MLP, Conv1D weights already [in, out]. */
 import { fail } from '../../errors.js';
 import type { ModelConfig, ActivationKind } from '../config.js';
+import { ConfigFields } from '../config-fields.js';
 import { slice1d, sliceColumns, take, transpose2d, type WeightMap } from '../weights.js';
 
 type Json = Record<string, unknown>;
 
-function activation(name: unknown, source: string): ActivationKind {
-  switch (name ?? 'gelu_new') {
+function activation(name: string, source: string): ActivationKind {
+  switch (name) {
     case 'gelu_new':
     case 'gelu_pytorch_tanh':
     case 'gelu_fast':
@@ -24,35 +25,36 @@ function activation(name: unknown, source: string): ActivationKind {
 }
 
 export function gpt2Config(json: Json, source: string): ModelConfig {
-  const d = Number(json.n_embd);
-  const nHeads = Number(json.n_head);
+  const f = new ConfigFields(json, source);
+  const d = f.int('n_embd');
+  const nHeads = f.int('n_head');
   return {
     architecture: 'gpt2',
-    nLayers: Number(json.n_layer),
+    nLayers: f.int('n_layer'),
     dModel: d,
     nHeads,
     nKvHeads: nHeads,
     dHead: d / nHeads,
-    dMlp: json.n_inner != null ? Number(json.n_inner) : 4 * d,
-    dVocab: Number(json.vocab_size),
-    nCtx: Number(json.n_positions ?? json.n_ctx ?? 1024),
+    dMlp: f.int('n_inner', 4 * d),
+    dVocab: f.int('vocab_size'),
+    nCtx: f.int('n_positions', f.int('n_ctx', 1024)),
     norm: 'layernorm',
-    normEps: Number(json.layer_norm_epsilon ?? 1e-5),
+    normEps: f.num('layer_norm_epsilon', 1e-5),
     positional: 'learned',
     ropeTheta: 0,
     rotaryDim: 0,
     mlp: 'standard',
-    act: activation(json.activation_function, source),
+    act: activation(f.str('activation_function', 'gelu_new'), source),
     qkvBias: true,
     attnOutBias: true,
     mlpBias: true,
     unembedBias: false,
-    tiedEmbeddings: json.tie_word_embeddings !== false,
+    tiedEmbeddings: f.bool('tie_word_embeddings', true),
     causal: true,
     hookPrefix: '',
-    bosTokenId: json.bos_token_id != null ? Number(json.bos_token_id) : null,
-    eosTokenId: json.eos_token_id != null ? Number(json.eos_token_id) : null,
-    padTokenId: json.pad_token_id != null ? Number(json.pad_token_id) : null,
+    bosTokenId: f.optTokenId('bos_token_id'),
+    eosTokenId: f.optTokenId('eos_token_id'),
+    padTokenId: f.optTokenId('pad_token_id'),
   };
 }
 

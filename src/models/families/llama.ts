@@ -6,12 +6,13 @@
 import { fail } from '../../errors.js';
 import type { RawTensor } from '../../io/raw-tensor.js';
 import type { ActivationKind, ModelConfig } from '../config.js';
+import { ConfigFields } from '../config-fields.js';
 import { take, takeOptional, transpose2d, type WeightMap } from '../weights.js';
 
 type Json = Record<string, unknown>;
 
-function activation(name: unknown, source: string): ActivationKind {
-  switch (name ?? 'silu') {
+function activation(name: string, source: string): ActivationKind {
+  switch (name) {
     case 'silu':
     case 'swish':
       return 'silu';
@@ -28,40 +29,47 @@ function activation(name: unknown, source: string): ActivationKind {
 }
 
 export function llamaConfig(json: Json, family: 'llama' | 'qwen2' | 'mistral', source: string): ModelConfig {
-  const d = Number(json.hidden_size);
-  const nHeads = Number(json.num_attention_heads);
-  const dHead = json.head_dim != null ? Number(json.head_dim) : d / nHeads;
-  const scaling = json.rope_scaling as Json | null | undefined;
-  if (scaling && scaling.rope_type !== 'default' && scaling.type !== 'default') {
-    fail(`${source}: unsupported rope_scaling '${String(scaling.rope_type ?? scaling.type)}'`);
+  return llamaConfigFrom(new ConfigFields(json, source), family);
+}
+
+/** Also reads a VLM's nested text_config (same keys, different place in the file). */
+export function llamaConfigFrom(f: ConfigFields, family: 'llama' | 'qwen2' | 'mistral'): ModelConfig {
+  const { source } = f;
+  const d = f.int('hidden_size');
+  const nHeads = f.int('num_attention_heads');
+  const dHead = f.int('head_dim', d / nHeads);
+  const scaling = f.sub('rope_scaling');
+  if (scaling) {
+    const type = scaling.str('rope_type', scaling.str('type', 'default'));
+    if (type !== 'default') fail(`${source}: unsupported rope_scaling '${type}'`);
   }
   return {
     architecture: family,
-    nLayers: Number(json.num_hidden_layers),
+    nLayers: f.int('num_hidden_layers'),
     dModel: d,
     nHeads,
-    nKvHeads: Number(json.num_key_value_heads ?? nHeads),
+    nKvHeads: f.int('num_key_value_heads', nHeads),
     dHead,
-    dMlp: Number(json.intermediate_size),
-    dVocab: Number(json.vocab_size),
-    nCtx: Number(json.max_position_embeddings ?? 2048),
+    dMlp: f.int('intermediate_size'),
+    dVocab: f.int('vocab_size'),
+    nCtx: f.int('max_position_embeddings', 2048),
     norm: 'rmsnorm',
-    normEps: Number(json.rms_norm_eps ?? 1e-6),
+    normEps: f.num('rms_norm_eps', 1e-6),
     positional: 'rope',
-    ropeTheta: Number(json.rope_theta ?? 10000),
+    ropeTheta: f.num('rope_theta', 10000),
     rotaryDim: dHead,
     mlp: 'gated',
-    act: activation(json.hidden_act, source),
-    qkvBias: family === 'qwen2' || json.attention_bias === true,
-    attnOutBias: json.attention_bias === true,
-    mlpBias: json.mlp_bias === true,
+    act: activation(f.str('hidden_act', 'silu'), source),
+    qkvBias: family === 'qwen2' || f.bool('attention_bias', false),
+    attnOutBias: f.bool('attention_bias', false),
+    mlpBias: f.bool('mlp_bias', false),
     unembedBias: false,
-    tiedEmbeddings: json.tie_word_embeddings === true,
+    tiedEmbeddings: f.bool('tie_word_embeddings', false),
     causal: true,
     hookPrefix: '',
-    bosTokenId: json.bos_token_id != null ? Number(json.bos_token_id) : null,
-    eosTokenId: json.eos_token_id != null ? Number(json.eos_token_id) : null,
-    padTokenId: json.pad_token_id != null ? Number(json.pad_token_id) : null,
+    bosTokenId: f.optTokenId('bos_token_id'),
+    eosTokenId: f.optTokenId('eos_token_id'),
+    padTokenId: f.optTokenId('pad_token_id'),
   };
 }
 
@@ -186,33 +194,30 @@ function validId(v: unknown, vocab: number): number | null {
 
 export function ggufLlamaConfig(meta: Meta, tensors: WeightMap, source: string): ModelConfig {
   const arch = String(meta['general.architecture'] ?? '');
-  const k = (key: string) => meta[`${arch}.${key}`];
-  const need = (key: string): number => {
-    const v = k(key);
-    if (v == null) fail(`${source}: missing GGUF metadata '${arch}.${key}'`);
-    return Number(v);
-  };
-  const d = need('embedding_length');
-  const nHeads = need('attention.head_count');
+  // Same typed reads as config.json: a GGUF value of the wrong type is refused, not coerced.
+  const archKeys = Object.fromEntries(Object.entries(meta).filter(([key]) => key.startsWith(`${arch}.`)).map(([key, v]) => [key.slice(arch.length + 1), v]));
+  const f = new ConfigFields(archKeys, source, `${arch}.`, 'GGUF metadata');
+  const d = f.int('embedding_length');
+  const nHeads = f.int('attention.head_count');
   const embd = tensors.get('token_embd.weight');
   if (!embd) fail(`${source}: missing tensor 'token_embd.weight'`);
   const tokens = meta['tokenizer.ggml.tokens'];
-  const dHead = k('attention.key_length') != null ? Number(k('attention.key_length')) : d / nHeads;
+  const dHead = f.int('attention.key_length', d / nHeads);
   return {
     architecture: arch,
-    nLayers: need('block_count'),
+    nLayers: f.int('block_count'),
     dModel: d,
     nHeads,
-    nKvHeads: Number(k('attention.head_count_kv') ?? nHeads),
+    nKvHeads: f.int('attention.head_count_kv', nHeads),
     dHead,
-    dMlp: need('feed_forward_length'),
+    dMlp: f.int('feed_forward_length'),
     dVocab: Array.isArray(tokens) ? tokens.length : embd.shape[0],
-    nCtx: Number(k('context_length') ?? 2048),
+    nCtx: f.int('context_length', 2048),
     norm: 'rmsnorm',
-    normEps: Number(k('attention.layer_norm_rms_epsilon') ?? 1e-5),
+    normEps: f.num('attention.layer_norm_rms_epsilon', 1e-5),
     positional: 'rope',
-    ropeTheta: Number(k('rope.freq_base') ?? 10000),
-    rotaryDim: k('rope.dimension_count') != null ? Number(k('rope.dimension_count')) : dHead,
+    ropeTheta: f.num('rope.freq_base', 10000),
+    rotaryDim: f.int('rope.dimension_count', dHead),
     mlp: 'gated',
     act: 'silu',
     qkvBias: tensors.has('blk.0.attn_q.bias'),
