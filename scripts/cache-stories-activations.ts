@@ -17,7 +17,6 @@ import { parseArgs } from 'node:util';
 import { STORIES_JSONL, readStoriesSplit } from '../datasets/stories.js';
 import { progressBar } from '../src/cli/progress.js';
 import { writeActivationCache } from '../src/hooks/cache-to-arrow.js';
-import { resolveHookNames } from '../src/hooks/hook-names.js';
 import { loadModel } from '../src/models/load.js';
 
 const { values } = parseArgs({
@@ -34,7 +33,7 @@ const batchRows = Number(values['batch-rows']);
 if (!(Number.isInteger(batchRows) && batchRows > 0)) throw new Error(`--batch-rows must be a positive integer, got ${values['batch-rows']}`);
 const t0 = Date.now();
 const model = await loadModel(values.model!);
-const names = resolveHookNames(model.cfg, [values.hook!]);
+const names = model.resolveHooks([values.hook!]);
 if (names.length !== 1) throw new Error(`--hook must name exactly one hook, got ${names.length}: ${names.join(', ')}`);
 const hook = names[0];
 const split = readStoriesSplit(values.corpus);

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../src/backend/index.js';
-import { HookedModel } from '../src/hooks/hooked-model.js';
+import { StagedModel } from '../src/hooks/staged-model.js';
+import { CausalLmGraph } from '../src/models/graph.js';
 import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { gpt2Config } from '../src/models/families/gpt2.js';
@@ -62,7 +63,7 @@ const heldOut = generateIoiPrompts({ ...IOI_MODEL_SPLIT.test, n: 200, seed: 1, t
 const seenTemplates = generateIoiPrompts({ ...IOI_MODEL_SPLIT.train, names: IOI_MODEL_SPLIT.test.names, n: 200, seed: 2, tokenizer, requireSameLength: false });
 
 function evaluate() {
-  const model = new HookedModel(cfg, gpt2Weights(cfg, gpt2HfTensorsAsSource(), 'train'), tokenizer, 'training');
+  const model = new StagedModel(new CausalLmGraph(cfg), gpt2Weights(cfg, gpt2HfTensorsAsSource(), 'train'), tokenizer, 'training');
   try {
     return { heldOut: evaluateIoi(model, heldOut), heldOutNamesSeenTemplates: evaluateIoi(model, seenTemplates) };
   } finally {

@@ -62,7 +62,7 @@ export function checkNode(cfg: ModelConfig, n: NodeRef, what = 'node'): void {
 }
 
 export function hookName(cfg: ModelConfig, layer: number, suffix: string): string {
-  return `${cfg.hookPrefix}blocks.${layer}.${suffix}`;
+  return `blocks.${layer}.${suffix}`;
 }
 
 export function allHeads(cfg: ModelConfig): HeadRef[] {

@@ -58,7 +58,7 @@ export function copyScores(model: HookedModel, pairs: PromptPair[], opts: CopySc
   if (positions.length !== pairs.length) fail(`copy scores: ${positions.length} position lists for ${pairs.length} pairs`);
   const { nLayers: L, nHeads: H, dHead: dh, dModel: d } = cfg;
   const vNames = Array.from({ length: L }, (_, l) => hookName(cfg, l, 'attn.hook_v'));
-  const scaleName = `${cfg.hookPrefix}ln_final.hook_scale`;
+  const scaleName = 'ln_final.hook_scale';
   const { logits, cache } = model.runWithCache(clean, { names: [...vNames, scaleName] });
   logits.dispose();
   const among = opts.rankAmong ?? 'names';

@@ -39,7 +39,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { tokenizePairs, type PromptPair } from '../patching/pairs.js';
 import { escapeHtml, renderHeatmapSvg, renderPatchingReportHtml } from '../patching/report.js';
 import { PatchingSession } from '../patching/session.js';
-import { gridShape } from '../patching/sites.js';
+import { componentStack, gridShape } from '../patching/sites.js';
 import { runSuite, type SuiteResult } from '../patching/suite.js';
 import type { Agreement, Component, Method, PatchingGrid } from '../patching/types.js';
 import { allHeads, headId, hookName, isMlp, mean, nodeId, pairBatches, rowMetrics, type HeadRef, type NodeScore } from './common.js';
@@ -247,7 +247,7 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
 
   // ---- 2. patching grids (one session, every method) and agreement
   phase('patching');
-  const siteTotals = components.map((c) => gridShape(cfg, c, T).reduce((a, b) => a * b, 1));
+  const siteTotals = components.map((c) => gridShape(componentStack(model, c), T).reduce((a, b) => a * b, 1));
   const grandTotal = siteTotals.reduce((a, b) => a + b, 0);
   let offset = 0;
   let gridIndex = -1;

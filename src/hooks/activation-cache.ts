@@ -31,7 +31,7 @@ export class ActivationCache {
   }
 
   private layerName(l: number, suffix: string): string {
-    return `${this.model.cfg.hookPrefix}blocks.${l}.${suffix}`;
+    return `blocks.${l}.${suffix}`;
   }
 
   private layers(layers?: number): number[] {
@@ -86,7 +86,7 @@ export class ActivationCache {
   applyLnToStack(stack: tf.Tensor, opts: { useCachedScale?: boolean } = {}): tf.Tensor {
     if (!opts.useCachedScale) return this.model.applyFinalNorm(stack);
     const cfg = this.model.cfg;
-    const scale = this.get(`${cfg.hookPrefix}ln_final.hook_scale`);
+    const scale = this.get('ln_final.hook_scale');
     return tf.tidy(() => {
       const centred = cfg.norm === 'layernorm' ? tf.sub(stack, tf.mean(stack, -1, true)) : stack;
       const w = this.model.weight('ln_final.w');

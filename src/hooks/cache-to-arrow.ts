@@ -1,18 +1,24 @@
 /**
- * Run prompts through a model and stream the chosen hook activations into an Arrow cache file,
- * one row per (prompt, position). Prompts run in small batches; each batch's activations are
- * written and freed before the next one, so memory stays bounded however many prompts there are.
+ * Run prompts through a model and stream the chosen hook activations into an Arrow cache file.
+ * Language-model hooks: one row per (prompt, position), with a `modality` column (text / image)
+ * for vision-language models. Vision-tower hooks: one row per (prompt, image, patch position),
+ * CLS first where the tower has one. The two position axes differ, so one file holds one kind.
+ * Prompts run in small batches; each batch's activations are written and freed before the next.
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import { ArrowCacheWriter, cacheColumnToArray, type ArrowCache, type ArrowCacheWriterOptions, type HookColumnSpec } from '../io/arrow-cache.js';
-import { hookShape, lastLayerNeeded, positionAxis, resolveHookNames } from './hook-names.js';
+import { concatImages, imageCount, type ImageBatch } from '../models/image-batch.js';
+import { expandImagePlaceholders, imagePositionMask, spliceLayout } from '../models/stages/splice.js';
+import { positionAxis } from './hook-names.js';
 import type { HookedModel } from './hooked-model.js';
 import { padBatch, promptBatches } from './token-batch.js';
 
 export interface CacheRunOptions {
   hooks: string[];
   logits?: boolean;
+  /** Images per prompt (VLMs: one per placeholder run; standalone towers: the images themselves). */
+  images?: (ImageBatch | undefined)[];
   /** Prompts per forward pass; default: as many as fit in a 256-token padded batch. */
   batchSize?: number;
   onProgress?: (done: number, total: number) => void;
@@ -24,7 +30,7 @@ export interface CacheRunOptions {
 
 /** Per-position shape of a hook (-1 marks the key axis of attention tensors, which varies with length). */
 export function perPositionShape(model: HookedModel, name: string): number[] {
-  const full = hookShape(model.cfg, name, 1, 2).slice(1);
+  const full = model.hookShape(name, { batch: 1, seqLen: 2, images: 1 }).slice(1);
   const axis = positionAxis(name) - 1;
   const rest = full.filter((_, i) => i !== axis);
   return positionAxis(name) === 2 ? [rest[0], -1] : rest;
@@ -36,21 +42,36 @@ export async function writeActivationCache(
   out: string,
   opts: CacheRunOptions,
 ): Promise<{ rows: number; bytes: number }> {
-  const names = resolveHookNames(model.cfg, opts.hooks);
+  const names = model.resolveHooks(opts.hooks);
+  const vision = names.filter((n) => model.graph.stageOf(n).name === 'vision_tower');
+  if (vision.length > 0 && vision.length < names.length) {
+    fail(`vision-tower hooks (${vision[0]}) and language-model hooks (${names.find((n) => !vision.includes(n))}) have different position axes: cache them in two files`);
+  }
+  const towerRows = vision.length > 0;
+  if (towerRows && opts.logits) fail('--logits: a vision-tower cache has one row per patch position, not per token; cache logits separately');
+  const images = opts.images ?? [];
+  if (images.length > 0 && images.length !== prompts.length) fail(`${images.length} image sets for ${prompts.length} prompts`);
+  const wiring = model.graph.llava;
+  const seqs = prompts.map((p, i) => {
+    if (model.graph.kind !== 'vision-tower' && p.length === 0) fail(`prompt ${i} has no tokens`);
+    return wiring ? expandImagePlaceholders(p, wiring.imageTokenIndex, wiring.nImageTokens, `prompt ${i + 1}`).ids : p;
+  });
   const columns: HookColumnSpec[] = names.map((name) => ({ name, perPositionShape: perPositionShape(model, name) }));
   if (opts.logits) columns.push({ name: 'logits', perPositionShape: [model.cfg.dVocab] });
-  prompts.forEach((p, i) => {
-    if (p.length === 0) fail(`prompt ${i} has no tokens`);
-  });
-  // Later blocks, the final norm and the unembedding are skipped when no requested hook needs them.
-  const stopAtLayer = opts.logits ? undefined : lastLayerNeeded(model.cfg, names);
-  const writer = ArrowCacheWriter.open(out, { model: model.source, columns }, opts.writer);
+  // Later blocks and stages are skipped when no requested hook needs them.
+  const stop = opts.logits ? {} : model.graph.stopFor(names);
+  const index = towerRows ? { image: true } : wiring ? { modality: true } : {};
+  const writer = ArrowCacheWriter.open(out, { model: model.source, columns, index }, opts.writer);
   let rows = 0;
   try {
-    for (const { start, group } of promptBatches(prompts, opts.batchSize !== undefined ? { maxPrompts: opts.batchSize } : { maxTokens: BATCH_TOKENS })) {
+    const budget = opts.batchSize !== undefined ? { maxPrompts: opts.batchSize } : { maxTokens: BATCH_TOKENS };
+    const sized = model.graph.kind === 'vision-tower' ? seqs.map((_, i) => new Array(Math.max(1, imageCount(images[i])) * model.visionCfg!.nPositions).fill(0)) : seqs;
+    for (const { start, group } of promptBatches(sized, budget)) {
       if (opts.signal?.aborted) fail('interrupted: no cache file written');
-      const tokens = padBatch(group, 'right', 0);
-      const { logits, cache } = model.runWithCache(tokens, { names, stopAtLayer });
+      const groupImages = images.slice(start, start + group.length).filter((x): x is ImageBatch => !!x && imageCount(x) > 0);
+      const imgs = groupImages.length ? concatImages(groupImages) : undefined;
+      const tokens = model.graph.kind === 'vision-tower' ? model.toTokens({ prompts: [], images: imgs ?? fail(`prompt ${start}: a vision tower needs an image`) }) : { ...padBatch(seqs.slice(start, start + group.length), 'right', 0), ...(imgs ? { images: imgs } : {}) };
+      const { logits, cache } = model.runWithCache(tokens, { names, ...stop });
       try {
         // Pull each hook to the host once per batch, then cut per prompt.
         const host = new Map<string, { data: Float32Array; shape: number[] }>();
@@ -59,12 +80,29 @@ export async function writeActivationCache(
           host.set(n, { data: t.dataSync() as Float32Array, shape: t.shape });
         }
         if (opts.logits) host.set('logits', { data: logits.dataSync() as Float32Array, shape: logits.shape });
-        group.forEach((toks, b) => {
-          const cols: Record<string, Float32Array | Float32Array[]> = {};
-          for (const [n, { data, shape }] of host) cols[n] = promptRows(n, data, shape, b, toks.length);
-          writer.writePrompt(start + b, toks, cols);
-          rows += toks.length;
-        });
+        if (towerRows) {
+          // Row b·P + p of a tower hook is patch position p of image b (images in prompt order).
+          let img = 0;
+          for (let k = 0; k < group.length; k++) {
+            const n = imageCount(images[start + k]);
+            for (let j = 0; j < n; j++, img++) {
+              const P = host.get(names[0])!.shape[1];
+              const cols: Record<string, Float32Array | Float32Array[]> = {};
+              for (const [name, { data, shape }] of host) cols[name] = promptRows(name, data, shape, img, P);
+              writer.writePrompt(start + k, new Array(P).fill(-1), cols, { image: new Array(P).fill(j) });
+              rows += P;
+            }
+          }
+        } else {
+          const modality = wiring ? imagePositionMask(tokens, spliceLayout(tokens, wiring.imageTokenIndex, wiring.nImageTokens)) : null;
+          seqs.slice(start, start + group.length).forEach((toks, b) => {
+            const cols: Record<string, Float32Array | Float32Array[]> = {};
+            for (const [n, { data, shape }] of host) cols[n] = promptRows(n, data, shape, b, toks.length);
+            const extra = modality ? { modality: modality.subarray(b * tokens.seqLen, b * tokens.seqLen + toks.length) } : {};
+            writer.writePrompt(start + b, toks, cols, extra);
+            rows += toks.length;
+          });
+        }
       } finally {
         cache.dispose();
         logits.dispose();
@@ -85,8 +123,8 @@ export async function writeActivationCache(
 const BATCH_TOKENS = 256;
 
 /**
- * Rows of prompt b (its first `len` positions): [len × perPos] for position-major hooks, or one
- * Float32Array per query position holding [head, key<len] for attention tensors [b, h, q, k].
+ * Rows of batch element b (its first `len` positions): [len × perPos] for position-major hooks, or
+ * one Float32Array per query position holding [head, key<len] for attention tensors [b, h, q, k].
  */
 function promptRows(name: string, data: Float32Array, shape: number[], b: number, len: number): Float32Array | Float32Array[] {
   if (name !== 'logits' && positionAxis(name) === 2) {

@@ -8,6 +8,10 @@
  *   - `prompt: int32 not null` — the prompt index passed to `writePrompt`
  *   - `pos:    int32 not null` — position within the prompt, 0‥T-1
  *   - `token:  int32 not null` — the token id at that position
+ *   - vision-language caches add, after `token`:
+ *       - `image:    int32 not null` — image index (vision-tower caches: one row per patch
+ *         position of each image, CLS first where present; `token` is then -1);
+ *       - `modality: utf8 not null`  — 'text' or 'image' for each language-model position.
  *   - one column per hook, named exactly as the hook (`blocks.0.hook_resid_post`,
  *     `blocks.0.attn.hook_pattern`, …), holding that position's activation flattened
  *     row-major to float32:
@@ -50,6 +54,7 @@ import {
   Schema,
   Struct,
   Type,
+  Utf8,
   makeData,
   type Data,
   type DataType,
@@ -68,6 +73,21 @@ export interface HookColumnSpec {
   /** Per-position shape; -1 marks a varying axis (the column is then a `List<Float32>`). */
   perPositionShape: number[];
 }
+
+/** Optional index columns of vision-language caches. */
+export interface ExtraIndexSpec {
+  image?: boolean;
+  modality?: boolean;
+}
+
+/** Per-row values of the optional index columns for one writePrompt call. */
+export interface ExtraIndexValues {
+  image?: ArrayLike<number>;
+  /** 1 = image position, 0 = text. */
+  modality?: ArrayLike<number>;
+}
+
+export const MODALITIES = ['text', 'image'] as const;
 
 export interface ArrowCacheWriterOptions {
   /** Emit a record batch once this many rows are buffered. Default 65536. */
@@ -91,6 +111,10 @@ export interface ArrowCache {
   prompt: Int32Array;
   pos: Int32Array;
   token: Int32Array;
+  /** Image index per row (vision-tower caches). */
+  image?: Int32Array;
+  /** Per row: 1 = image position, 0 = text (vision-language caches' `modality` column). */
+  modality?: Uint8Array;
   columns: Record<string, ArrowCacheColumn>;
 }
 
@@ -206,6 +230,10 @@ export class ArrowCacheWriter {
   private readonly promptBuf: Int32Array;
   private readonly posBuf: Int32Array;
   private readonly tokenBuf: Int32Array;
+  private readonly imageBuf: Int32Array | null;
+  private readonly modalityBuf: Uint8Array | null;
+  /** Schema index of the first hook column. */
+  private readonly firstHookField: number;
   private buffered = 0;
   private batches = 0;
   private rowsWritten = 0;
@@ -219,6 +247,7 @@ export class ArrowCacheWriter {
     private readonly schema: Schema,
     columns: HookColumnSpec[],
     opts: ArrowCacheWriterOptions,
+    extra: ExtraIndexSpec,
   ) {
     this.maxBatchBytes = opts.maxBatchBytes ?? DEFAULT_MAX_BATCH_BYTES;
     let rowBytes = 4 * INDEX_COLUMNS.length;
@@ -229,6 +258,9 @@ export class ArrowCacheWriter {
     this.promptBuf = new Int32Array(this.capacity);
     this.posBuf = new Int32Array(this.capacity);
     this.tokenBuf = new Int32Array(this.capacity);
+    this.imageBuf = extra.image ? new Int32Array(this.capacity) : null;
+    this.modalityBuf = extra.modality ? new Uint8Array(this.capacity) : null;
+    this.firstHookField = INDEX_COLUMNS.length + (extra.image ? 1 : 0) + (extra.modality ? 1 : 0);
     this.cols = columns.map((spec): ColBuf => {
       if (isVarying(spec.perPositionShape)) {
         return { kind: 'varying', spec, unit: fixedProduct(spec.perPositionShape), values: new Float32Array(1024), used: 0, offsets: new Int32Array(this.capacity + 1) };
@@ -245,7 +277,7 @@ export class ArrowCacheWriter {
    */
   static open(
     path: string,
-    spec: { model: string; columns: HookColumnSpec[] },
+    spec: { model: string; columns: HookColumnSpec[]; index?: ExtraIndexSpec },
     opts: ArrowCacheWriterOptions = {},
   ): ArrowCacheWriter {
     validateSpec(spec);
@@ -253,7 +285,8 @@ export class ArrowCacheWriter {
       if (v !== undefined && !(Number.isInteger(v) && v > 0)) fail(`activation cache: ${k} must be a positive integer, got ${v}`);
     }
     const columns = spec.columns.map((c) => ({ name: c.name, perPositionShape: [...c.perPositionShape] }));
-    const schema = buildSchema(spec.model, columns);
+    const extra = spec.index ?? {};
+    const schema = buildSchema(spec.model, columns, extra);
     const tmp = tempPathFor(path);
     let fd: number;
     try {
@@ -268,7 +301,7 @@ export class ArrowCacheWriter {
       // empty cache is still a valid file, and every batch (built on this same Schema object)
       // matches the writer's schema. (arrow-js silently *drops* a batch whose schema differs.)
       writer.reset(sink, schema);
-      return new ArrowCacheWriter(path, tmp, fd, sink, writer, schema, columns, opts);
+      return new ArrowCacheWriter(path, tmp, fd, sink, writer, schema, columns, opts, extra);
     } catch (e) {
       try { fs.closeSync(fd); } catch { /* ignore */ }
       fs.rmSync(tmp, { force: true });
@@ -291,11 +324,16 @@ export class ArrowCacheWriter {
    * (row-major) or, for varying columns, an array of T Float32Arrays. The data is copied.
    * Any error aborts the writer (the temp file is deleted) before it is thrown.
    */
-  writePrompt(promptIndex: number, tokens: ArrayLike<number>, columns: Record<string, Float32Array | Float32Array[]>): void {
+  writePrompt(promptIndex: number, tokens: ArrayLike<number>, columns: Record<string, Float32Array | Float32Array[]>, extra: ExtraIndexValues = {}): void {
     this.ensureOpen();
     try {
       this.validatePrompt(promptIndex, tokens, columns);
-      this.append(promptIndex, tokens, columns);
+      for (const [k, buf] of [['image', this.imageBuf], ['modality', this.modalityBuf]] as const) {
+        const v = extra[k];
+        if (buf && (!v || v.length !== tokens.length)) fail(`activation cache ${this.path}, prompt ${promptIndex}: column "${k}" needs ${tokens.length} values`);
+        if (!buf && v) fail(`activation cache ${this.path}: this cache has no "${k}" column`);
+      }
+      this.append(promptIndex, tokens, columns, extra);
     } catch (e) {
       this.abort();
       throw e;
@@ -388,7 +426,7 @@ export class ArrowCacheWriter {
     return b;
   }
 
-  private append(promptIndex: number, tokens: ArrayLike<number>, columns: Record<string, Float32Array | Float32Array[]>): void {
+  private append(promptIndex: number, tokens: ArrayLike<number>, columns: Record<string, Float32Array | Float32Array[]>, extra: ExtraIndexValues): void {
     const T = tokens.length;
     const hasVarying = this.cols.some((c) => c.kind === 'varying');
     let start = 0;
@@ -417,6 +455,8 @@ export class ArrowCacheWriter {
         this.promptBuf[b + i] = promptIndex;
         this.posBuf[b + i] = start + i;
         this.tokenBuf[b + i] = tokens[start + i];
+        if (this.imageBuf) this.imageBuf[b + i] = extra.image![start + i];
+        if (this.modalityBuf) this.modalityBuf[b + i] = extra.modality![start + i] ? 1 : 0;
       }
       for (const c of this.cols) {
         const v = columns[c.spec.name];
@@ -457,8 +497,10 @@ export class ArrowCacheWriter {
       makeData({ type: new Int32(), length: n, nullCount: 0, data: this.posBuf.subarray(0, n) }),
       makeData({ type: new Int32(), length: n, nullCount: 0, data: this.tokenBuf.subarray(0, n) }),
     ];
+    if (this.imageBuf) children.push(makeData({ type: new Int32(), length: n, nullCount: 0, data: this.imageBuf.subarray(0, n) }));
+    if (this.modalityBuf) children.push(modalityData(this.modalityBuf.subarray(0, n)));
     this.cols.forEach((c, i) => {
-      const type = this.schema.fields[INDEX_COLUMNS.length + i].type;
+      const type = this.schema.fields[this.firstHookField + i].type;
       if (c.kind === 'fixed') {
         const child = makeData({ type: new Float32(), length: n * c.size, nullCount: 0, data: c.buf.subarray(0, n * c.size) });
         children.push(makeData({ type: type as FixedSizeList<Float32>, length: n, nullCount: 0, child }));
@@ -480,8 +522,20 @@ export class ArrowCacheWriter {
   }
 }
 
-function buildSchema(model: string, columns: HookColumnSpec[]): Schema {
+/** 'text' / 'image' strings as a utf8 column. */
+function modalityData(codes: Uint8Array): Data {
+  const words = MODALITIES.map((m) => new TextEncoder().encode(m));
+  const offsets = new Int32Array(codes.length + 1);
+  for (let i = 0; i < codes.length; i++) offsets[i + 1] = offsets[i] + words[codes[i]].length;
+  const bytes = new Uint8Array(offsets[codes.length]);
+  for (let i = 0; i < codes.length; i++) bytes.set(words[codes[i]], offsets[i]);
+  return makeData({ type: new Utf8(), length: codes.length, nullCount: 0, valueOffsets: offsets, data: bytes });
+}
+
+function buildSchema(model: string, columns: HookColumnSpec[], extra: ExtraIndexSpec = {}): Schema {
   const fields: Field[] = INDEX_COLUMNS.map((n) => new Field(n, new Int32(), false));
+  if (extra.image) fields.push(new Field('image', new Int32(), false));
+  if (extra.modality) fields.push(new Field('modality', new Utf8(), false));
   const hooks: Record<string, { shape: number[] }> = {};
   for (const c of columns) {
     const item = new Field('item', new Float32(), true);
@@ -584,6 +638,33 @@ export function readArrowCache(file: string): ArrowCache {
     index[name] = out;
   }
 
+  let image: Int32Array | undefined;
+  const imageIdx = fieldIdx.get('image');
+  if (imageIdx !== undefined) {
+    image = new Int32Array(rows);
+    let at = 0;
+    for (const b of batches) {
+      const d = b.data.children[imageIdx] as Data<Int32>;
+      image.set((d.values as Int32Array).subarray(0, d.length), at);
+      at += d.length;
+    }
+  }
+  let modality: Uint8Array | undefined;
+  const modalityIdx = fieldIdx.get('modality');
+  if (modalityIdx !== undefined) {
+    modality = new Uint8Array(rows);
+    let r = 0;
+    for (const b of batches) {
+      const col = b.getChildAt(modalityIdx)!;
+      for (let k = 0; k < col.length; k++) {
+        const v = col.get(k);
+        const code = MODALITIES.indexOf(v as (typeof MODALITIES)[number]);
+        if (code < 0) fail(`${file}: column "modality" row ${r} is ${JSON.stringify(v)}, not 'text' or 'image'`);
+        modality[r++] = code;
+      }
+    }
+  }
+
   const columns: Record<string, ArrowCacheColumn> = {};
   for (const [name, { shape }] of Object.entries(hooks)) {
     const i = fieldIdx.get(name);
@@ -636,7 +717,7 @@ export function readArrowCache(file: string): ArrowCache {
     }
   }
 
-  return { model, hooks, prompt: index.prompt, pos: index.pos, token: index.token, columns };
+  return { model, hooks, prompt: index.prompt, pos: index.pos, token: index.token, ...(image ? { image } : {}), ...(modality ? { modality } : {}), columns };
 }
 
 /** One fixed-size column as a dense tensor: shape [rows, ...perPositionShape] (data is not copied). */

@@ -4,11 +4,16 @@
  * registered or not, exactly the same ops run, so forward values do not depend on hooking.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ActivationKind, ModelConfig } from './config.js';
+import type { ActivationKind, BlockConfig } from './config.js';
 import { halfRuleProduct, identityRule, stopGradient, type RelpRule } from './grad-rules.js';
 
-export interface BlockContext {
-  cfg: ModelConfig;
+/**
+ * What a stage's code sees of the runtime. Names are local to the stage: the runtime prefixes
+ * them with the stage's weight namespace and hook prefix ('vision.' for a tower, '' for the
+ * language model), so the same block code serves every stage of a model.
+ */
+export interface StageContext {
+  cfg: BlockConfig;
   /** Fire hook `name` on `x`; returns x or a replacement of the same shape. */
   hook<T extends tf.Tensor>(name: string, x: T): T;
   /** True when some consumer asked for this (opt-in) hook. */
@@ -20,6 +25,9 @@ export interface BlockContext {
   /** Set when only activation gradients are needed: Wᵀ of a weight, cached by the model. */
   transposedParam?: (name: string) => tf.Tensor;
 }
+
+/** The name the language-model code has always used for its context. */
+export type BlockContext = StageContext;
 
 /**
  * x·W (+ b) on the last axis of a [..., in] tensor, W the weight named `wName` stored [in, out].
@@ -51,7 +59,7 @@ function matMulConstantWeight(x2: tf.Tensor2D, W: tf.Tensor, Wt: () => tf.Tensor
 export function applyNorm(ctx: BlockContext, x: tf.Tensor, prefix: string): tf.Tensor {
   const { cfg } = ctx;
   const w = ctx.param(`${prefix}.w`);
-  const h = cfg.hookPrefix + prefix;
+  const h = prefix;
   if (cfg.norm === 'layernorm') {
     const centred = tf.sub(x, tf.mean(x, -1, true));
     const scale = ctx.hook(`${h}.hook_scale`, tf.sqrt(tf.add(tf.mean(tf.square(centred), -1, true), cfg.normEps)));
@@ -86,11 +94,13 @@ export function activation(kind: ActivationKind, x: tf.Tensor): tf.Tensor {
       return tf.mul(x, tf.sigmoid(x));
     case 'relu':
       return tf.relu(x);
+    case 'quick_gelu':
+      return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
   }
 }
 
 /** Rotary tables for positions [b, T]: cos and sin of shape [b, T, 1, rotaryDim] (rotate-half layout). */
-export function ropeTables(cfg: ModelConfig, positions: Int32Array, b: number, T: number): { cos: tf.Tensor; sin: tf.Tensor } {
+export function ropeTables(cfg: BlockConfig, positions: Int32Array, b: number, T: number): { cos: tf.Tensor; sin: tf.Tensor } {
   const rd = cfg.rotaryDim;
   const half = rd / 2;
   const invFreq = new Float32Array(half);
@@ -131,8 +141,8 @@ export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, rotaryDi
 }
 
 export interface AttentionInputs {
-  /** Additive mask [b, 1, T, T]: 0 where attention is allowed, a large negative number elsewhere. */
-  maskBias: tf.Tensor;
+  /** Additive mask [b, 1, T, T]: 0 where attention is allowed, a large negative number elsewhere; none = attend everywhere (ViT). */
+  maskBias?: tf.Tensor;
   rope?: { cos: tf.Tensor; sin: tf.Tensor };
 }
 
@@ -158,7 +168,7 @@ export function headResults(z: tf.Tensor, W_O: tf.Tensor): tf.Tensor {
 /** Multi-head attention (MHA / GQA / MQA) with TransformerLens hooks; returns hook_attn_out. */
 export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: AttentionInputs): tf.Tensor {
   const { cfg } = ctx;
-  const p = `${cfg.hookPrefix}blocks.${l}.attn.`;
+  const p = `blocks.${l}.attn.`;
   const w = `blocks.${l}.attn.`;
   const [b, T] = x.shape as [number, number, number];
   const { nHeads: H, nKvHeads: K, dHead: dh } = cfg;
@@ -178,7 +188,8 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   const kh = tf.transpose(k, [0, 2, 3, 1]).reshape([b * K, dh, T]);
   const vh = tf.transpose(v, [0, 2, 1, 3]).reshape([b * K, T, dh]);
   const raw = tf.matMul(qh, kh).reshape([b, H, T, T]);
-  const scores = ctx.hook(p + 'hook_attn_scores', tf.add(tf.mul(raw, 1 / Math.sqrt(dh)), inp.maskBias));
+  const scaled = tf.mul(raw, 1 / Math.sqrt(dh));
+  const scores = ctx.hook(p + 'hook_attn_scores', inp.maskBias ? tf.add(scaled, inp.maskBias) : scaled);
   const pattern = ctx.hook(p + 'hook_pattern', tf.softmax(scores, -1));
   // AH rule: the attention pattern is a constant in the backward pass.
   const mixing = ctx.rules.has('AH') ? stopGradient(pattern) : pattern;
@@ -191,16 +202,16 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   return b_O ? tf.add(out, b_O) : out;
 }
 
-/** The MLP nonlinearity, with the Identity rule's gradient when RelP asks for it. */
-function applyActivation(ctx: BlockContext, x: tf.Tensor): tf.Tensor {
-  const act = (v: tf.Tensor) => activation(ctx.cfg.act, v);
+/** An elementwise nonlinearity, with the Identity rule's gradient when RelP asks for it. */
+export function applyActivation(ctx: StageContext, x: tf.Tensor, kind: ActivationKind = ctx.cfg.act): tf.Tensor {
+  const act = (v: tf.Tensor) => activation(kind, v);
   return ctx.rules.has('Identity') ? identityRule(act)(x) : act(x);
 }
 
 /** MLP (standard or gated) with hooks mlp.hook_pre[, hook_pre_linear], mlp.hook_post. */
 export function mlp(ctx: BlockContext, x: tf.Tensor, l: number): tf.Tensor {
   const { cfg } = ctx;
-  const p = `${cfg.hookPrefix}blocks.${l}.mlp.`;
+  const p = `blocks.${l}.mlp.`;
   const w = `blocks.${l}.mlp.`;
   let post: tf.Tensor;
   if (cfg.mlp === 'gated') {

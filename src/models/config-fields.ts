@@ -5,6 +5,7 @@
  * `null` means "not set", as Hugging Face writes unset optional fields.
  */
 import { fail } from '../errors.js';
+import { activationKind, type ActivationKind } from './config.js';
 
 type Json = Record<string, unknown>;
 
@@ -84,6 +85,14 @@ export class ConfigFields {
     const v = this.json[key];
     if (typeof v !== 'string') this.bad(key, 'a string');
     return v;
+  }
+
+  /** An activation function name (hidden_act, …) we implement. */
+  act(key: string, fallback: string): ActivationKind {
+    const name = this.str(key, fallback);
+    const kind = activationKind(name);
+    if (!kind) fail(`${this.source}: unsupported ${this.kind} "${this.prefix}${key}" = '${name}' (supported: gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, silu, relu)`);
+    return kind;
   }
 
   /** A nested object (e.g. text_config), or undefined when absent. */

@@ -1,18 +1,25 @@
 /**
- * The generic decoder: embeddings → N config-driven blocks → final norm → unembed.
- * Everything architecture-specific is in ModelConfig; family files only map weights.
+ * The language-model stage: token embeddings → N generic blocks → final norm → unembed.
+ * Everything architecture-specific is in ModelConfig; family files only map weights. A VLM runs
+ * the same stage with image embeddings spliced into its token embeddings (spliceEmbeds).
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import { applyNorm, attention, linear, mlp, ropeTables, type BlockContext } from './components.js';
+import { applyNorm, linear, ropeTables, type StageContext } from './components.js';
+import { runBlocks } from './stages/blocks.js';
 import type { ModelConfig } from './config.js';
+import type { ImageBatch } from './image-batch.js';
 
-/** A right- or left-padded batch of token ids, row-major [batch, seqLen]. mask: 1 = real token. */
+/**
+ * A right- or left-padded batch of token ids, row-major [batch, seqLen]. mask: 1 = real token.
+ * A VLM batch also carries its images, in the order their placeholder runs appear (prompt-major).
+ */
 export interface TokenBatch {
   ids: Int32Array;
   mask: Int32Array;
   batch: number;
   seqLen: number;
+  images?: ImageBatch;
 }
 
 /** Large finite negative instead of -inf: fully masked (padding) rows stay finite. */
@@ -64,8 +71,10 @@ export function validateTokens(cfg: ModelConfig, tokens: TokenBatch): void {
 }
 
 export interface ForwardExtras {
-  /** Replace token embeddings (e.g. VLM image features spliced in); [b, T, d]. */
+  /** Replace all token embeddings ([b, T, d]; training passes one-hot·W_E here). */
   inputsEmbeds?: tf.Tensor;
+  /** Change the token embeddings before hook_embed fires (a VLM splices image embeddings in). */
+  spliceEmbeds?: (tokenEmbeds: tf.Tensor) => tf.Tensor;
   /** Stop after this block and return its hook_resid_post instead of logits. */
   stopAtLayer?: number;
   /**
@@ -80,13 +89,11 @@ export interface ForwardExtras {
   resume?: { layer: number; residPre: tf.Tensor };
 }
 
-/** Run the model; returns logits [b, T, vocab] (or the residual stream with stopAtLayer). */
-export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras: ForwardExtras = {}): tf.Tensor {
-  const { cfg } = ctx;
+/** Run the language model; returns logits [b, T, vocab] (or the residual stream with stopAtLayer). */
+export function transformerForward(ctx: StageContext, tokens: TokenBatch, extras: ForwardExtras = {}): tf.Tensor {
+  const cfg = ctx.cfg as ModelConfig;
   const { batch: b, seqLen: T } = tokens;
-  const P = cfg.hookPrefix;
   const pos = positionIds(tokens);
-  // Padding slots may hold any id; gather needs an in-range one.
   const start = extras.resume;
   let resid: tf.Tensor;
   if (start) {
@@ -94,9 +101,11 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
     if (!tf.util.arraysEqual(start.residPre.shape, [b, T, cfg.dModel])) fail(`resume: residual stream has shape [${start.residPre.shape}], expected [${b},${T},${cfg.dModel}]`);
     resid = start.residPre;
   } else {
+    // Padding slots may hold any id; gather needs an in-range one.
     const safeIds = tokens.ids.map((id, i) => (tokens.mask[i] ? id : 0));
     let embed = extras.inputsEmbeds ?? tf.gather(ctx.param('embed.W_E'), tf.tensor2d(safeIds, [b, T], 'int32'));
-    embed = ctx.hook(P + 'hook_embed', embed);
+    if (extras.spliceEmbeds) embed = extras.spliceEmbeds(embed);
+    embed = ctx.hook('hook_embed', embed);
     resid = embed;
     if (cfg.positional === 'learned') {
       // Without left padding positions are 0..T-1: a slice (differentiable everywhere, unlike
@@ -104,7 +113,7 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
       const plain = pos.every((p, i) => p === i % T);
       const W_pos = ctx.param('pos_embed.W_pos');
       const rows = plain ? tf.tile(W_pos.slice([0, 0], [T, cfg.dModel]).expandDims(0), [b, 1, 1]) : tf.gather(W_pos, tf.tensor2d(pos, [b, T], 'int32'));
-      const posEmbed = ctx.hook(P + 'hook_pos_embed', rows);
+      const posEmbed = ctx.hook('hook_pos_embed', rows);
       resid = tf.add(embed, posEmbed);
     }
   }
@@ -113,14 +122,7 @@ export function transformerForward(ctx: BlockContext, tokens: TokenBatch, extras
     rope: cfg.positional === 'rope' ? ropeTables(cfg, pos, b, T) : undefined,
   };
   const lastLayer = extras.stopAtLayer ?? cfg.nLayers - 1;
-  for (let l = start?.layer ?? 0; l <= lastLayer; l++) {
-    const hp = `${P}blocks.${l}.`;
-    resid = ctx.hook(hp + 'hook_resid_pre', resid);
-    const attnOut = ctx.hook(hp + 'hook_attn_out', attention(ctx, applyNorm(ctx, resid, `blocks.${l}.ln1`), l, attnInputs));
-    resid = ctx.hook(hp + 'hook_resid_mid', tf.add(resid, attnOut));
-    const mlpOut = ctx.hook(hp + 'hook_mlp_out', mlp(ctx, applyNorm(ctx, resid, `blocks.${l}.ln2`), l));
-    resid = ctx.hook(hp + 'hook_resid_post', tf.add(resid, mlpOut));
-  }
+  resid = runBlocks(ctx, resid, attnInputs, start?.layer ?? 0, lastLayer);
   if (extras.stopAtLayer !== undefined) return resid;
   if (extras.finalPositionOnly) {
     // A one-hot sum (not gather) picks the last real position: differentiable on every backend.

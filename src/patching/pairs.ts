@@ -3,15 +3,21 @@
  * Clean and corrupt must have the same token length; position-resolved grids also need every pair
  * to share one length.
  */
+import path from 'node:path';
 import { fail } from '../errors.js';
 import { readJsonLines } from '../io/jsonl.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
+import type { ImageBatch } from '../models/image-batch.js';
+import { expandImagePlaceholders } from '../models/stages/splice.js';
 
 export interface PromptPair {
   clean: number[];
   corrupt: number[];
   answer: number;
   wrong: number;
+  /** A VLM pair's images, one per placeholder run of its prompt (same or different ones per side). */
+  cleanImages?: ImageBatch;
+  corruptImages?: ImageBatch;
 }
 
 export interface TextPair {
@@ -19,6 +25,10 @@ export interface TextPair {
   corrupt: string | number[];
   answer: string | number;
   wrong: string | number;
+  cleanImages?: ImageBatch;
+  corruptImages?: ImageBatch;
+  /** Image files named by a pairs file ("image", or "clean_image" / "corrupt_image"), loaded by the caller. */
+  imageFiles?: { clean?: string; corrupt?: string };
 }
 
 /**
@@ -43,16 +53,28 @@ export function answerToken(model: HookedModel, prompt: string | number[], answe
   return ids[0];
 }
 
+/** A VLM's single image placeholders expanded to the tower's run of image tokens. */
+function expanded(model: HookedModel, ids: number[], where: string): number[] {
+  const wiring = model.graph.llava;
+  return wiring ? expandImagePlaceholders(ids, wiring.imageTokenIndex, wiring.nImageTokens, where).ids : ids;
+}
+
 export function tokenizePair(model: HookedModel, p: TextPair, where: string, warnings: string[]): PromptPair {
-  const clean = typeof p.clean === 'string' ? model.encode(p.clean) : p.clean;
-  const corrupt = typeof p.corrupt === 'string' ? model.encode(p.corrupt) : p.corrupt;
+  const clean = expanded(model, typeof p.clean === 'string' ? model.encode(p.clean) : p.clean, where);
+  const corrupt = expanded(model, typeof p.corrupt === 'string' ? model.encode(p.corrupt) : p.corrupt, where);
   if (clean.length !== corrupt.length) {
     fail(`${where}: clean and corrupt prompts tokenize to different lengths (${clean.length} vs ${corrupt.length})`);
   }
-  return { clean, corrupt, answer: answerToken(model, p.clean, p.answer, warnings), wrong: answerToken(model, p.clean, p.wrong, warnings) };
+  const pair: PromptPair = { clean, corrupt, answer: answerToken(model, p.clean, p.answer, warnings), wrong: answerToken(model, p.clean, p.wrong, warnings) };
+  if (p.cleanImages) pair.cleanImages = p.cleanImages;
+  if (p.corruptImages) pair.corruptImages = p.corruptImages;
+  return pair;
 }
 
-/** JSONL: {"clean","corrupt","answer","wrong"}, each either text or token ids. */
+/**
+ * JSONL: {"clean","corrupt","answer","wrong"}, each either text or token ids, and for a VLM
+ * "image" (both sides) or "clean_image" / "corrupt_image": image paths, relative to the file.
+ */
 export function readPairsFile(file: string): TextPair[] {
   return readJsonLines(file, 'prompt pairs', (v, where) => {
     const o = (v ?? {}) as Record<string, unknown>;
@@ -62,7 +84,15 @@ export function readPairsFile(file: string): TextPair[] {
       const ok = typeof x === 'string' || (single ? Number.isInteger(x) : Array.isArray(x) && x.every(Number.isInteger));
       if (!ok) fail(`${where}: "${k}" must be ${single ? 'text or a token id' : 'text or a list of token ids'}`);
     }
-    return o as unknown as TextPair;
+    const pair = { clean: o.clean, corrupt: o.corrupt, answer: o.answer, wrong: o.wrong } as TextPair;
+    for (const k of ['image', 'clean_image', 'corrupt_image']) {
+      if (o[k] !== undefined && (typeof o[k] !== 'string' || o[k] === '')) fail(`${where}: "${k}" must be an image file path`);
+    }
+    const at = (f: unknown) => (typeof f === 'string' ? path.resolve(path.dirname(file), f) : undefined);
+    const clean = at(o.clean_image ?? o.image);
+    const corrupt = at(o.corrupt_image ?? o.image);
+    if (clean || corrupt) pair.imageFiles = { clean, corrupt };
+    return pair;
   });
 }
 

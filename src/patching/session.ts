@@ -17,7 +17,8 @@ import { repeatKvHeads } from '../models/components.js';
 import { maskBias, type TokenBatch } from '../models/transformer.js';
 import { finalRow, metricPerPrompt, type MetricKind, type MetricTargets } from './metrics.js';
 import { commonLength, type PromptPair } from './pairs.js';
-import { COMPONENTS, componentHook, gridShape, nest, perPromptShape } from './sites.js';
+import { componentStack, componentHook, gridShape, nest, perPromptShape, type ComponentStack } from './sites.js';
+import { concatImages, repeatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Component, Method, PatchingGrid } from './types.js';
 
 export type Direction = 'denoising' | 'noising';
@@ -65,8 +66,8 @@ export class PatchingSession {
     });
     this.metric = opts.metric ?? 'logit_diff';
     this.direction = opts.direction ?? 'denoising';
-    const clean = padBatch(pairs.map((p) => p.clean));
-    const corrupt = padBatch(pairs.map((p) => p.corrupt));
+    const clean = withImages(padBatch(pairs.map((p) => p.clean)), pairs.map((p) => p.cleanImages));
+    const corrupt = withImages(padBatch(pairs.map((p) => p.corrupt)), pairs.map((p) => p.corruptImages));
     [this.base, this.source] = this.direction === 'denoising' ? [corrupt, clean] : [clean, corrupt];
     this.targets = { answer: pairs.map((p) => p.answer), wrong: pairs.map((p) => p.wrong) };
     if (this.metric === 'kl') {
@@ -89,24 +90,31 @@ export class PatchingSession {
   }
 
   grid(component: Component, method: Method, opts: GridOptions = {}): PatchingGrid {
-    if (!COMPONENTS[component]) fail(`unknown component '${component}'`);
+    const stack = componentStack(this.model, component);
+    if (stack.prefix && this.base.images && this.base.images.shape[0] !== this.pairs.length) {
+      fail(`component '${component}': tower sites need exactly one image per prompt pair (${this.base.images.shape[0]} images for ${this.pairs.length} pairs)`);
+    }
     const rules = method === 'relp' ? [...(opts.rules ?? DEFAULT_RELP_RULES)] : [];
     const variant: string[] = [];
     if (method === 'atp' && opts.qkFix) {
-      if (component !== 'q' && component !== 'k') fail(`the AtP* QK fix applies to the q and k components, not '${component}'`);
+      if (stack.base !== 'q' && stack.base !== 'k') fail(`the AtP* QK fix applies to the q and k components, not '${component}'`);
+      if (stack.prefix) fail(`the AtP* QK fix is implemented for the language model's q and k, not '${component}'`);
       variant.push('qk-fix');
     }
-    if (method === 'atp' && opts.gradDrop) variant.push('graddrop');
+    if (method === 'atp' && opts.gradDrop) {
+      if (stack.prefix) fail(`GradDrop is implemented for language-model components, not '${component}'`);
+      variant.push('graddrop');
+    }
     if (method !== 'atp' && (opts.qkFix || opts.gradDrop)) fail('QK fix and GradDrop are AtP* options (method atp)');
     const { base, source, clean, corrupt } = this.baselines();
     if (base === source) fail(`the metric is the same on clean and corrupt runs (${base}); nothing to attribute`);
     let raw: number[];
-    if (method === 'activation') raw = this.activationScores(component).map((v) => v - base);
-    else if (opts.gradDrop) raw = this.gradDropScores(component, !!opts.qkFix);
-    else raw = this.attributionScores(component, rules, !!opts.qkFix);
+    if (method === 'activation') raw = this.activationScores(stack).map((v) => v - base);
+    else if (opts.gradDrop) raw = this.gradDropScores(stack, !!opts.qkFix);
+    else raw = this.attributionScores(stack, rules, !!opts.qkFix);
     // GradDrop scores are magnitudes, so they are scaled by |M_source − M_base|.
     const scale = 1 / (opts.gradDrop ? Math.abs(source - base) : source - base);
-    const shape = gridShape(this.model.cfg, component, this.T);
+    const shape = gridShape(stack, this.T);
     return {
       component,
       method,
@@ -115,49 +123,50 @@ export class PatchingSession {
       ld_clean: clean,
       ld_corrupt: corrupt,
       shape,
-      axes: ['layer', ...COMPONENTS[component].axisNames],
+      axes: ['layer', ...stack.def.axisNames],
       scores: nest(raw.map((v) => v * scale), shape),
     };
   }
 
   /** Source-run activations of the component at every layer, [N, ...per-prompt shape] each. */
-  private sourceActivations(component: Component): tf.Tensor[] {
-    const names = this.layers().map((l) => componentHook(this.model.cfg, component, l));
+  private sourceActivations(stack: ComponentStack): tf.Tensor[] {
+    const names = this.layers(stack).map((l) => componentHook(stack, l));
     const { logits, cache } = this.model.runWithCache(this.source, { names, finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
     logits.dispose();
     return names.map((n) => cache.get(n));
   }
 
-  /** The base run's hook_resid_pre at every layer, [N, T, d] each (session hooks applied). */
-  private baseResidPre(): tf.Tensor[] {
-    const names = this.layers().map((l) => `${this.model.cfg.hookPrefix}blocks.${l}.hook_resid_pre`);
+  /** The base run's hook_resid_pre of the component's stack at every layer, [N, T, d] each (session hooks applied). */
+  private baseResidPre(stack: ComponentStack): tf.Tensor[] {
+    const names = this.layers(stack).map((l) => `${stack.prefix}blocks.${l}.hook_resid_pre`);
     const { logits, cache } = this.model.runWithCache(this.base, { names, finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
     logits.dispose();
     return names.map((n) => cache.get(n));
   }
 
-  private layers(): number[] {
-    return Array.from({ length: this.model.cfg.nLayers }, (_, l) => l);
+  private layers(stack: ComponentStack = componentStack(this.model, 'resid_pre')): number[] {
+    return Array.from({ length: stack.cfg.nLayers }, (_, l) => l);
   }
 
   /**
    * Metric after patching each site, in grid order. Sites are packed into batched forwards: row
    * s·N + n is pair n with site s patched; a site's value is the mean over its N rows.
    */
-  private activationScores(component: Component): number[] {
-    const { cfg } = this.model;
+  private activationScores(stack: ComponentStack): number[] {
+    const { cfg, def } = stack;
     const N = this.pairs.length;
-    const def = COMPONENTS[component];
-    const shape = perPromptShape(cfg, component, this.T);
+    const shape = perPromptShape(cfg, stack.base, stack.seqLen(this.T));
     const siteDims = def.siteAxes.map((a) => shape[a]);
     const perLayer = siteDims.reduce((a, b) => a * b, 1);
     const total = cfg.nLayers * perLayer;
     const maskShape = shape.map((d, i) => (def.siteAxes.includes(i) ? d : 1));
     const maskSize = maskShape.reduce((a, b) => a * b, 1);
     const sitesPerForward = Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 1024) / (this.T * N)));
-    const src = this.sourceActivations(component);
-    // Every patched forward resumes from the base run's residual stream at the patched layer.
-    const baseResid = this.baseResidPre();
+    const src = this.sourceActivations(stack);
+    // Every patched forward resumes from the base run's residual stream at the patched layer (or
+    // the latest earlier layer the graph can resume at exactly, for tower blocks past its feature layer).
+    const baseResid = this.baseResidPre(stack);
+    const resumeStage = stack.prefix ? ('vision_tower' as const) : ('language_model' as const);
     const repeated = new Map<number, MetricTargets>();
     const out: number[] = [];
     try {
@@ -175,9 +184,9 @@ export class PatchingSession {
             const offset = maskOffset(site % perLayer, siteDims, def.siteAxes, maskShape);
             for (let n = 0; n < N; n++) masks.get(l)![(s * N + n) * maskSize + offset] = 1;
           }
-          const rows = padBatch(Array.from({ length: S * N }, (_, r) => this.basePrompt(r % N)));
+          const rows = withRepeatedImages(padBatch(Array.from({ length: S * N }, (_, r) => this.basePrompt(r % N))), this.base.images, S);
           const hooks: [string, (x: tf.Tensor) => tf.Tensor][] = [...masks].map(([l, m]) => [
-            componentHook(cfg, component, l),
+            componentHook(stack, l),
             (x: tf.Tensor) => {
               const cond = tf.broadcastTo(tf.tensor(m, [S * N, ...maskShape], 'bool'), x.shape);
               const patched = tf.tile(src[l], [S, ...shape.map(() => 1)]);
@@ -185,8 +194,9 @@ export class PatchingSession {
             },
           ]);
           const targets = this.repeatTargets(S, repeated);
-          const residPre = tf.tile(baseResid[layer], [S, 1, 1]);
-          const logits = this.model.run(rows, { fwdHooks: [...(this.opts.fwdHooks ?? []), ...hooks], finalPositionOnly: true, resume: { layer, residPre } });
+          const from = this.model.graph.resumeLayer(stack.prefix, layer);
+          const residPre = tf.tile(baseResid[from], [S, 1, 1]);
+          const logits = this.model.run(rows, { fwdHooks: [...(this.opts.fwdHooks ?? []), ...hooks], finalPositionOnly: true, resume: { layer: from, residPre }, resumeStage });
           return tf.mean(metricPerPrompt(this.metric, finalRow(logits), targets).reshape([S, N]), 1);
         });
         out.push(...values.dataSync());
@@ -224,19 +234,19 @@ export class PatchingSession {
    * pass on the base run (plain for AtP, rule-modified for RelP). M is the batch mean, so the sum
    * over pairs is the mean attribution. `extraHooks` lets GradDrop cut gradient paths.
    */
-  private attributionScores(component: Component, rules: readonly RelpRule[], qkFix: boolean, extraHooks: FwdHook[] = []): number[] {
-    if (qkFix) return this.qkFixScores(component as 'q' | 'k', extraHooks);
-    const names = this.layers().map((l) => componentHook(this.model.cfg, component, l));
-    const src = this.sourceActivations(component);
+  private attributionScores(stack: ComponentStack, rules: readonly RelpRule[], qkFix: boolean, extraHooks: FwdHook[] = []): number[] {
+    if (qkFix) return this.qkFixScores(stack.base as 'q' | 'k', extraHooks);
+    const names = this.layers(stack).map((l) => componentHook(stack, l));
+    const src = this.sourceActivations(stack);
     const { grads, cache } = this.model.gradients(this.base, names, (logits) => this.batchMetric(logits), {
       cacheNames: names,
       rules,
       finalPositionOnly: true,
       fwdHooks: [...(this.opts.fwdHooks ?? []), ...extraHooks],
     });
-    const def = COMPONENTS[component];
+    const { def } = stack;
     try {
-      return this.layers().flatMap((l) => {
+      return this.layers(stack).flatMap((l) => {
         const perSite = tf.tidy(() => {
           const prod = tf.mul(tf.sub(src[l], cache!.get(names[l])), grads.get(names[l])!);
           return tf.sum(prod, nonSiteAxes(prod.rank, def.siteAxes));
@@ -264,9 +274,9 @@ export class PatchingSession {
   private qkFixScores(component: 'q' | 'k', extraHooks: FwdHook[]): number[] {
     const { cfg } = this.model;
     const rope = cfg.positional === 'rope';
-    const qName = (l: number) => `${cfg.hookPrefix}blocks.${l}.attn.${rope ? 'hook_rot_q' : 'hook_q'}`;
-    const kName = (l: number) => `${cfg.hookPrefix}blocks.${l}.attn.${rope ? 'hook_rot_k' : 'hook_k'}`;
-    const pName = (l: number) => `${cfg.hookPrefix}blocks.${l}.attn.hook_pattern`;
+    const qName = (l: number) => `blocks.${l}.attn.${rope ? 'hook_rot_q' : 'hook_q'}`;
+    const kName = (l: number) => `blocks.${l}.attn.${rope ? 'hook_rot_k' : 'hook_k'}`;
+    const pName = (l: number) => `blocks.${l}.attn.hook_pattern`;
     const patched = component === 'q' ? qName : kName;
     const srcRun = this.model.runWithCache(this.source, { names: this.layers().map(patched), finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
     srcRun.logits.dispose();
@@ -311,13 +321,13 @@ export class PatchingSession {
    * outputs cut (residual path kept); score = Σ_ℓ |AtP_ℓ| / (L − 1). Magnitudes only: it is a
    * ranking aid against cancellation, not a signed effect estimate.
    */
-  private gradDropScores(component: Component, qkFix: boolean): number[] {
+  private gradDropScores(stack: ComponentStack, qkFix: boolean): number[] {
     const { cfg } = this.model;
     const L = cfg.nLayers;
     let acc: number[] | null = null;
     for (let l = 0; l < L; l++) {
-      const drop: FwdHook[] = ['hook_attn_out', 'hook_mlp_out'].map((s) => [`${cfg.hookPrefix}blocks.${l}.${s}`, (x: tf.Tensor) => stopGradient(x)]);
-      const scores = this.attributionScores(component, [], qkFix, drop);
+      const drop: FwdHook[] = ['hook_attn_out', 'hook_mlp_out'].map((s) => [`blocks.${l}.${s}`, (x: tf.Tensor) => stopGradient(x)]);
+      const scores = this.attributionScores(stack, [], qkFix, drop);
       acc = acc ? acc.map((v, i) => v + Math.abs(scores[i])) : scores.map(Math.abs);
     }
     return acc!.map((v) => v / Math.max(1, L - 1));
@@ -344,4 +354,17 @@ function maskOffset(siteIndex: number, siteDims: number[], siteAxes: number[], m
   let off = 0;
   for (let i = 0; i < maskShape.length; i++) off = off * maskShape[i] + idx[i];
   return off;
+}
+
+/** A padded batch with the pairs' images (in pair order), when they have any. */
+function withImages(tokens: TokenBatch, images: (ImageBatch | undefined)[]): TokenBatch {
+  const given = images.filter((i): i is ImageBatch => !!i);
+  if (given.length === 0) return tokens;
+  if (given.length !== images.length) fail(`${images.length - given.length} of ${images.length} prompt pairs have no image where the others have one`);
+  return { ...tokens, images: concatImages(given) };
+}
+
+/** S site-major copies of the base images, matching S copies of the base prompts. */
+function withRepeatedImages(tokens: TokenBatch, images: ImageBatch | undefined, S: number): TokenBatch {
+  return images ? { ...tokens, images: S === 1 ? images : repeatImages(images, S) } : tokens;
 }

@@ -1,11 +1,13 @@
 /**
  * What each patchable component means in terms of hooks: which hook per layer, which axes of its
  * per-prompt activation index patch sites, and which are summed. One table drives activation
- * patching (masks) and attribution (reductions) alike.
+ * patching (masks) and attribution (reductions) alike, in any stack of blocks: `resid_pre` is the
+ * language model's, `vision.resid_pre` the vision tower's (grid [tower layers, patch positions]).
  */
 import { fail } from '../errors.js';
-import type { ModelConfig } from '../models/config.js';
-import type { Component } from './types.js';
+import type { HookedModel } from '../hooks/hooked-model.js';
+import type { BlockConfig } from '../models/config.js';
+import type { BaseComponent, Component } from './types.js';
 
 export interface ComponentDef {
   /** Hook suffix within blocks.{l}. */
@@ -15,7 +17,7 @@ export interface ComponentDef {
   axisNames: string[];
 }
 
-export const COMPONENTS: Record<Component, ComponentDef> = {
+export const COMPONENTS: Record<BaseComponent, ComponentDef> = {
   resid_pre: { suffix: 'hook_resid_pre', siteAxes: [0], axisNames: ['pos'] },
   resid_mid: { suffix: 'hook_resid_mid', siteAxes: [0], axisNames: ['pos'] },
   resid_post: { suffix: 'hook_resid_post', siteAxes: [0], axisNames: ['pos'] },
@@ -30,20 +32,48 @@ export const COMPONENTS: Record<Component, ComponentDef> = {
   pattern: { suffix: 'attn.hook_pattern', siteAxes: [0], axisNames: ['head'] },
 };
 
-export const COMPONENT_NAMES = Object.keys(COMPONENTS) as Component[];
+export const BASE_COMPONENT_NAMES = Object.keys(COMPONENTS) as BaseComponent[];
+/** Vision-tower components take the tower's stack: 'vision.resid_pre', … */
+export const VISION_COMPONENT_NAMES = BASE_COMPONENT_NAMES.map((c) => `vision.${c}` as Component);
+export const COMPONENT_NAMES: Component[] = [...BASE_COMPONENT_NAMES, ...VISION_COMPONENT_NAMES];
+
+/** The stack a component lives in: hook prefix, its config, the component within it. */
+export interface ComponentStack {
+  prefix: string;
+  cfg: BlockConfig;
+  base: BaseComponent;
+  def: ComponentDef;
+  /** Sequence length of the stack for prompts of length T (the tower's patch positions for vision). */
+  seqLen(T: number): number;
+}
+
+export function baseComponent(c: string): { prefix: string; base: BaseComponent } {
+  const prefix = c.startsWith('vision.') ? 'vision.' : '';
+  const base = c.slice(prefix.length) as BaseComponent;
+  if (!COMPONENTS[base]) fail(`unknown component '${c}' (choose from ${COMPONENT_NAMES.join(', ')})`);
+  return { prefix, base };
+}
+
+export function componentStack(model: HookedModel, c: Component): ComponentStack {
+  const { prefix, base } = baseComponent(c);
+  if (prefix === 'vision.') {
+    const v = model.visionCfg;
+    if (!v) fail(`component '${c}' needs a vision tower; ${model.source} is a ${model.graph.description}`);
+    return { prefix, cfg: v, base, def: COMPONENTS[base], seqLen: () => v.nPositions };
+  }
+  return { prefix, cfg: model.cfg, base, def: COMPONENTS[base], seqLen: (T) => T };
+}
 
 export function componentDef(c: string): ComponentDef {
-  const d = COMPONENTS[c as Component];
-  if (!d) fail(`unknown component '${c}' (choose from ${COMPONENT_NAMES.join(', ')})`);
-  return d;
+  return COMPONENTS[baseComponent(c).base];
 }
 
-export function componentHook(cfg: ModelConfig, c: Component, layer: number): string {
-  return `${cfg.hookPrefix}blocks.${layer}.${COMPONENTS[c].suffix}`;
+export function componentHook(stack: ComponentStack, layer: number): string {
+  return `${stack.prefix}blocks.${layer}.${stack.def.suffix}`;
 }
 
-/** Per-prompt activation shape of the component's hook for sequence length T. */
-export function perPromptShape(cfg: ModelConfig, c: Component, T: number): number[] {
+/** Per-prompt activation shape of the component's hook for stack sequence length T. */
+export function perPromptShape(cfg: BlockConfig, c: BaseComponent, T: number): number[] {
   switch (COMPONENTS[c].suffix) {
     case 'attn.hook_z':
     case 'attn.hook_q':
@@ -58,10 +88,10 @@ export function perPromptShape(cfg: ModelConfig, c: Component, T: number): numbe
   }
 }
 
-/** Grid shape [n_layers, ...site dims]. */
-export function gridShape(cfg: ModelConfig, c: Component, T: number): number[] {
-  const s = perPromptShape(cfg, c, T);
-  return [cfg.nLayers, ...COMPONENTS[c].siteAxes.map((a) => s[a])];
+/** Grid shape [n_layers, ...site dims] of a component for prompts of length T. */
+export function gridShape(stack: ComponentStack, T: number): number[] {
+  const s = perPromptShape(stack.cfg, stack.base, stack.seqLen(T));
+  return [stack.cfg.nLayers, ...stack.def.siteAxes.map((a) => s[a])];
 }
 
 /** Nest a flat row-major array by shape (for JSON output). */

@@ -1,7 +1,10 @@
 /** Shared shapes of the patching suite: components, methods, results. */
 
-/** Where to patch. Block components give [n_layers, n_pos] grids; head_out gives [n_layers, n_heads]. */
-export type Component = 'resid_pre' | 'resid_mid' | 'resid_post' | 'attn_out' | 'mlp_out' | 'head_out' | 'head_out_pos' | 'q' | 'k' | 'v' | 'pattern';
+/** Where to patch inside one stack. Block components give [n_layers, n_pos] grids; head_out gives [n_layers, n_heads]. */
+export type BaseComponent = 'resid_pre' | 'resid_mid' | 'resid_post' | 'attn_out' | 'mlp_out' | 'head_out' | 'head_out_pos' | 'q' | 'k' | 'v' | 'pattern';
+
+/** A language-model component, or the vision tower's ('vision.resid_pre': [tower layers, patch positions]). */
+export type Component = BaseComponent | `vision.${BaseComponent}`;
 
 export type Method = 'activation' | 'atp' | 'relp';
 

@@ -18,7 +18,6 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import { lastLayerNeeded } from '../hooks/hook-names.js';
 import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
 import { DEFAULT_RELP_RULES, type RelpRule } from '../models/grad-rules.js';
 import type { TokenBatch } from '../models/transformer.js';
@@ -62,7 +61,7 @@ function meanMetric(model: HookedModel, tokens: TokenBatch, targets: ReturnType<
 /** The hook's SAE rows for a batch, [N·T, d_in] (caller disposes). */
 function hookRows(model: HookedModel, sae: Sae, tokens: TokenBatch): tf.Tensor2D {
   const layout = saeHookLayout(model, sae);
-  const { logits, cache } = model.runWithCache(tokens, { names: [layout.hook], stopAtLayer: lastLayerNeeded(model.cfg, [layout.hook]) });
+  const { logits, cache } = model.runWithCache(tokens, { names: [layout.hook], ...model.graph.stopFor([layout.hook]) });
   logits.dispose();
   try {
     return tf.tidy(() => toSaeRows(cache.get(layout.hook), layout));

@@ -39,7 +39,6 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import { lastLayerNeeded } from '../hooks/hook-names.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { padBatch, promptBatches } from '../hooks/token-batch.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
@@ -650,7 +649,8 @@ export function featureResidDirections(model: HookedModel, sae: Sae): { dirs: tf
   const layout = saeHookLayout(model, sae);
   const hook = layout.hook;
   const d = model.cfg.dModel;
-  const local = hook.startsWith(model.cfg.hookPrefix) ? hook.slice(model.cfg.hookPrefix.length) : hook;
+  if (model.graph.stageOf(hook).name !== 'language_model') return { reason: `hook '${hook}' is not in the language model's residual stream` };
+  const local = hook;
   const m = /^blocks\.(\d+)\.(.+)$/.exec(local);
   const resid = /^(hook_embed|hook_pos_embed|hook_resid_(pre|mid|post)|hook_attn_out|hook_mlp_out)$/;
   if ((!m && resid.test(local)) || (m && resid.test(m[2]))) {
@@ -796,7 +796,7 @@ export async function computeFeatureStats(model: HookedModel, sae: Sae, prompts:
   const budget = opts.batchTokens ?? 512;
   const acc = new FeatureStatsAccumulator(sae.cfg.dSae, opts);
   const total = prompts.reduce((s, p) => s + p.length, 0);
-  const stopAtLayer = lastLayerNeeded(model.cfg, [layout.hook]);
+  const stop = model.graph.stopFor([layout.hook]);
   const D = sae.cfg.dSae;
   let done = 0;
   for (const { start, group } of promptBatches(prompts, { maxTokens: budget })) {
@@ -804,7 +804,7 @@ export async function computeFeatureStats(model: HookedModel, sae: Sae, prompts:
     const tokens = padBatch(group, 'right', 0);
     const held: tf.Tensor[] = [];
     try {
-      const out = model.run(tokens, { stopAtLayer, fwdHooks: [[layout.hook, (act) => void held.push(tf.keep(toSaeRows(act, layout)))]] });
+      const out = model.run(tokens, { ...stop, fwdHooks: [[layout.hook, (act) => void held.push(tf.keep(toSaeRows(act, layout)))]] });
       out.dispose();
       const acts = sae.encode(held[0] as tf.Tensor2D);
       const data = acts.dataSync() as Float32Array;

@@ -22,7 +22,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import { ActivationCache } from '../hooks/activation-cache.js';
-import { globToRegExp, hookShape, isOptInHook, positionAxis, unknownHookMessage, type HookSelector } from '../hooks/hook-names.js';
+import { globToRegExp, isOptInHook, positionAxis, type HookSelector } from '../hooks/hook-names.js';
 import type { FwdHook, HookFn, HookedModel, ModelInput } from '../hooks/hooked-model.js';
 import type { PaddingSide } from '../hooks/token-batch.js';
 import { stopGradient, type RelpRule } from '../models/grad-rules.js';
@@ -56,8 +56,8 @@ export interface SaeHookLayout {
 /** Check that the SAE fits the model's hook (name, position axis, d_in); one-line errors. */
 export function saeHookLayout(model: HookedModel, sae: Sae): SaeHookLayout {
   const { hookName: hook, dIn, hookHeadIndex } = sae.cfg;
-  if (!model.hookNames().includes(hook)) fail(`SAE hook_name: ${unknownHookMessage(model.cfg, hook)}`);
-  const shape = hookShape(model.cfg, hook, 1, 1).slice(2);
+  if (!model.hookNames().includes(hook)) fail(`SAE hook_name: ${model.unknownHookMessage(hook)}`);
+  const shape = model.hookShape(hook, { batch: 1, seqLen: 1, images: 1 }).slice(2);
   if (positionAxis(hook) !== 1) fail(`SAE hook '${hook}' is an attention-pattern hook ([batch, head, q, k]); SAEs splice only into [batch, pos, ...] hooks`);
   const where = `SAE d_in ${dIn} does not match hook '${hook}' (per-position shape [${shape.join(', ')}])`;
   if (shape.length === 1) {
@@ -216,7 +216,7 @@ function label(sel: HookSelector): string {
 function noMatchMessage(model: HookedModel, sel: HookSelector, saes: readonly Sae[], useError: boolean): string {
   if (typeof sel !== 'string' || sel.includes('*')) return `hook pattern '${label(sel)}' matches no hook of this model or of its spliced SAEs`;
   const m = /^(.*)\.(hook_sae_\w+)$/.exec(sel);
-  if (!m) return unknownHookMessage(model.cfg, sel);
+  if (!m) return model.unknownHookMessage(sel);
   if (!saes.some((s) => s.cfg.hookName === m[1])) return `unknown hook '${sel}': no SAE is spliced at '${m[1]}'`;
   if (m[2] === 'hook_sae_error' && !useError) return `hook '${sel}' exists only with useErrorTerm`;
   return `unknown hook '${sel}' (SAE hook points: ${SAE_HOOK_SUFFIXES.join(', ')})`;

@@ -65,3 +65,36 @@ export interface PatchingReference {
 export function patchingReference(name: 'tiny-gpt2' | 'tiny-llama' | 'tiny-qwen2' | 'stories260K'): PatchingReference {
   return loadReference(name).patching as unknown as PatchingReference;
 }
+
+/** Vision-language fixtures: the shared tiny-llava and the project's own (test/fixtures/vlm, made by scripts/reference/tiny_vlm_reference.py). */
+export const VLM_FIXTURES = ['tiny-llava', 'llava-new-siglip-qwen2', 'llava-new-clip-llama-full', 'llava-legacy-siglip-llama'] as const;
+export type VlmFixture = (typeof VLM_FIXTURES)[number];
+
+export function vlmPath(name: VlmFixture): string {
+  if (name === 'tiny-llava') return fixturePath('tiny-llava');
+  const p = path.join(repoRoot, 'test', 'fixtures', 'vlm', name);
+  if (!fs.existsSync(p)) throw new Error(`VLM fixture missing: ${p}`);
+  return p;
+}
+
+export interface VlmReference {
+  tokens: number[];
+  image_token_index: number;
+  n_image_tokens: number;
+  logits: number[];
+  logits_shape: number[];
+  activations: Record<string, { shape: number[]; values: number[] }>;
+  patching: {
+    answer: number;
+    wrong: number;
+    clean_image: number;
+    corrupt_image: number;
+    ld_clean: number;
+    ld_corrupt: number;
+    grids: Record<string, Record<string, number[]> & { shape: number[] }>;
+  };
+}
+
+export function vlmReference(name: VlmFixture): VlmReference {
+  return JSON.parse(fs.readFileSync(path.join(vlmPath(name), 'reference.json'), 'utf8'));
+}

@@ -1,28 +1,10 @@
 /** GPT-2 (GPT2LMHeadModel): LayerNorm, learned positions, GELU MLP, Conv1D weights already [in, out]. */
 import { fail } from '../../errors.js';
-import type { ModelConfig, ActivationKind } from '../config.js';
+import type { ModelConfig } from '../config.js';
 import { ConfigFields } from '../config-fields.js';
 import { slice1d, sliceColumns, take, transpose2d, type WeightMap } from '../weights.js';
 
 type Json = Record<string, unknown>;
-
-function activation(name: string, source: string): ActivationKind {
-  switch (name) {
-    case 'gelu_new':
-    case 'gelu_pytorch_tanh':
-    case 'gelu_fast':
-      return 'gelu_new';
-    case 'gelu':
-      return 'gelu';
-    case 'relu':
-      return 'relu';
-    case 'silu':
-    case 'swish':
-      return 'silu';
-    default:
-      fail(`${source}: unsupported activation_function '${String(name)}'`);
-  }
-}
 
 export function gpt2Config(json: Json, source: string): ModelConfig {
   const f = new ConfigFields(json, source);
@@ -44,14 +26,13 @@ export function gpt2Config(json: Json, source: string): ModelConfig {
     ropeTheta: 0,
     rotaryDim: 0,
     mlp: 'standard',
-    act: activation(f.str('activation_function', 'gelu_new'), source),
+    act: f.act('activation_function', 'gelu_new'),
     qkvBias: true,
     attnOutBias: true,
     mlpBias: true,
     unembedBias: false,
     tiedEmbeddings: f.bool('tie_word_embeddings', true),
     causal: true,
-    hookPrefix: '',
     bosTokenId: f.optTokenId('bos_token_id'),
     eosTokenId: f.optTokenId('eos_token_id'),
     padTokenId: f.optTokenId('pad_token_id'),

@@ -5,28 +5,11 @@
  */
 import { fail } from '../../errors.js';
 import type { RawTensor } from '../../io/raw-tensor.js';
-import type { ActivationKind, ModelConfig } from '../config.js';
+import type { ModelConfig } from '../config.js';
 import { ConfigFields } from '../config-fields.js';
 import { take, takeOptional, transpose2d, type WeightMap } from '../weights.js';
 
 type Json = Record<string, unknown>;
-
-function activation(name: string, source: string): ActivationKind {
-  switch (name) {
-    case 'silu':
-    case 'swish':
-      return 'silu';
-    case 'gelu':
-      return 'gelu';
-    case 'gelu_pytorch_tanh':
-    case 'gelu_new':
-      return 'gelu_new';
-    case 'relu':
-      return 'relu';
-    default:
-      fail(`${source}: unsupported hidden_act '${String(name)}'`);
-  }
-}
 
 export function llamaConfig(json: Json, family: 'llama' | 'qwen2' | 'mistral', source: string): ModelConfig {
   return llamaConfigFrom(new ConfigFields(json, source), family);
@@ -59,14 +42,13 @@ export function llamaConfigFrom(f: ConfigFields, family: 'llama' | 'qwen2' | 'mi
     ropeTheta: f.num('rope_theta', 10000),
     rotaryDim: dHead,
     mlp: 'gated',
-    act: activation(f.str('hidden_act', 'silu'), source),
+    act: f.act('hidden_act', 'silu'),
     qkvBias: family === 'qwen2' || f.bool('attention_bias', false),
     attnOutBias: f.bool('attention_bias', false),
     mlpBias: f.bool('mlp_bias', false),
     unembedBias: false,
     tiedEmbeddings: f.bool('tie_word_embeddings', false),
     causal: true,
-    hookPrefix: '',
     bosTokenId: f.optTokenId('bos_token_id'),
     eosTokenId: f.optTokenId('eos_token_id'),
     padTokenId: f.optTokenId('pad_token_id'),
@@ -135,8 +117,13 @@ const HF_PARTS = {
   ln2: 'post_attention_layernorm',
 } as const;
 
-export function llamaWeights(cfg: ModelConfig, src: WeightMap, source: string): WeightMap {
-  const p = src.has('model.embed_tokens.weight') ? 'model.' : '';
+/**
+ * HF Llama-family weights. `at` gives where the decoder sits inside the checkpoint (a VLM nests
+ * it: 'language_model.model.' with head 'language_model.lm_head.weight', or
+ * 'model.language_model.' with 'lm_head.weight'); by default 'model.' or nothing.
+ */
+export function llamaWeights(cfg: ModelConfig, src: WeightMap, source: string, at?: { base: string; head: string }): WeightMap {
+  const p = at?.base ?? (src.has('model.embed_tokens.weight') ? 'model.' : '');
   return mapLlamaWeights(
     cfg,
     src,
@@ -144,7 +131,7 @@ export function llamaWeights(cfg: ModelConfig, src: WeightMap, source: string): 
     {
       embed: `${p}embed_tokens.weight`,
       norm: `${p}norm.weight`,
-      head: 'lm_head.weight',
+      head: at?.head ?? 'lm_head.weight',
       layer: (l, part, kind) => `${p}layers.${l}.${HF_PARTS[part]}.${kind}`,
     },
     (t) => t,
@@ -226,7 +213,6 @@ export function ggufLlamaConfig(meta: Meta, tensors: WeightMap, source: string):
     unembedBias: false,
     tiedEmbeddings: !tensors.has('output.weight'),
     causal: true,
-    hookPrefix: '',
     bosTokenId: validId(meta['tokenizer.ggml.bos_token_id'], embd.shape[0]),
     eosTokenId: validId(meta['tokenizer.ggml.eos_token_id'], embd.shape[0]),
     // llama.cpp writes 0xFFFFFFFF for "no padding token".
