@@ -513,9 +513,67 @@ def make(out, seed, layout, tower, text, strategy, feature_layer, shards, image_
     print(f'wrote {out}: ld_clean {patch["ld_clean"]:.4f} ld_corrupt {patch["ld_corrupt"]:.4f}')
 
 
+def make_tower(out, seed, tower, image_size=32, patch=8):
+    """A standalone CLIPVisionModel / SiglipVisionModel directory (weights under vision_model.)."""
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s, std=0.2: (torch.randn(*s, generator=g) * std).to(DT)
+    dv, Hv, Lv, mv = (36, 3, 2, 72) if tower == 'clip' else (40, 4, 3, 96)
+    vcfg = {
+        'model_type': 'clip_vision_model' if tower == 'clip' else 'siglip_vision_model',
+        'architectures': ['CLIPVisionModel' if tower == 'clip' else 'SiglipVisionModel'],
+        'hidden_size': dv, 'intermediate_size': mv, 'num_hidden_layers': Lv, 'num_attention_heads': Hv,
+        'image_size': image_size, 'patch_size': patch, 'hidden_act': 'quick_gelu' if tower == 'clip' else 'gelu_pytorch_tanh',
+        'layer_norm_eps': 1e-5 if tower == 'clip' else 1e-6, 'num_channels': 3,
+    }
+    P = 'vision_model.'
+    n_patch = (image_size // patch) ** 2
+    W = {}
+    W[P + 'embeddings.patch_embedding.weight'] = rnd(dv, 3, patch, patch, std=0.1)
+    if tower == 'clip':
+        W[P + 'embeddings.class_embedding'] = rnd(dv)
+        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch + 1, dv)
+        W[P + 'pre_layrnorm.weight'] = 1 + rnd(dv, std=0.1)
+        W[P + 'pre_layrnorm.bias'] = rnd(dv, std=0.1)
+    else:
+        W[P + 'embeddings.patch_embedding.bias'] = rnd(dv, std=0.1)
+        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch, dv)
+    W[P + 'post_layernorm.weight'] = 1 + rnd(dv, std=0.1)
+    W[P + 'post_layernorm.bias'] = rnd(dv, std=0.1)
+    for l in range(Lv):
+        lp = f'{P}encoder.layers.{l}.'
+        for nm in ('q', 'k', 'v', 'out'):
+            W[lp + f'self_attn.{nm}_proj.weight'] = rnd(dv, dv)
+            W[lp + f'self_attn.{nm}_proj.bias'] = rnd(dv, std=0.05)
+        for nm in ('layer_norm1', 'layer_norm2'):
+            W[lp + nm + '.weight'] = 1 + rnd(dv, std=0.1)
+            W[lp + nm + '.bias'] = rnd(dv, std=0.1)
+        W[lp + 'mlp.fc1.weight'] = rnd(mv, dv)
+        W[lp + 'mlp.fc1.bias'] = rnd(mv, std=0.05)
+        W[lp + 'mlp.fc2.weight'] = rnd(dv, mv)
+        W[lp + 'mlp.fc2.bias'] = rnd(dv, std=0.05)
+    os.makedirs(out, exist_ok=True)
+    json.dump(vcfg, open(os.path.join(out, 'config.json'), 'w'), indent=2)
+    write_safetensors(os.path.join(out, 'model.safetensors'), W)
+    px = (torch.rand(2, 3, image_size, image_size, generator=g) * 4 - 2).to(DT)
+    write_safetensors(os.path.join(out, 'pixel_values.safetensors'), {'pixel_values': px})
+    rec = Run()
+    with torch.no_grad():
+        hidden = vision_forward(rec, W, vcfg, tower, px, P)
+        last = hidden[-1]
+        if tower == 'siglip':
+            last = layer_norm(Run(), last, W[P + 'post_layernorm.weight'], W[P + 'post_layernorm.bias'], vcfg['layer_norm_eps'])
+    wanted = ['vision.hook_embed'] + [f'vision.blocks.{l}.{h}' for l in range(Lv) for h in ('hook_resid_pre', 'hook_attn_out', 'mlp.hook_post', 'hook_resid_post')]
+    # Both images: batch element b of every activation.
+    acts = {n: {'shape': list(rec.record[n].shape), 'values': [round(v, 7) for v in rec.record[n].flatten().tolist()]} for n in wanted}
+    ref = {'last_hidden_state': {'shape': list(last.shape), 'values': [round(v, 7) for v in last.flatten().tolist()]}, 'activations': acts,
+           'generator': f'scripts/reference/tiny_vlm_reference.py make-tower --seed {seed} --tower {tower}'}
+    json.dump(ref, open(os.path.join(out, 'reference.json'), 'w'))
+    print(f'wrote {out}')
+
+
 if __name__ == '__main__':
     ap = argparse.ArgumentParser()
-    ap.add_argument('cmd', choices=['check', 'make'])
+    ap.add_argument('cmd', choices=['check', 'make', 'make-tower'])
     ap.add_argument('dir')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--layout', default='new')
@@ -529,4 +587,7 @@ if __name__ == '__main__':
     if a.cmd == 'check':
         w = check(a.dir)
         sys.exit(0 if w < 1e-3 else 1)
+    if a.cmd == 'make-tower':
+        make_tower(a.dir, a.seed, a.tower)
+        sys.exit(0)
     make(a.dir, a.seed, a.layout, a.tower, a.text, a.strategy, a.feature_layer, a.shards, a.image_size)

@@ -103,7 +103,7 @@ export class StagedModel implements HookedModel {
 
   toTokens(input: ModelInput, padding: PaddingSide = 'right'): TokenBatch {
     if (isTokenBatch(input)) return input;
-    if (isMultimodal(input)) return this.withImages(this.promptIds(input.prompts), input.images, padding);
+    if (isMultimodal(input)) return this.withImages(this.graph.kind === 'vision-tower' ? [] : this.promptIds(input.prompts), input.images, padding);
     return this.withImages(this.promptIds(input), undefined, padding);
   }
 

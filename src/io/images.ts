@@ -32,7 +32,14 @@ export function readPixelValues(file: string, vision: VisionConfig): ImageBatch 
   return images;
 }
 
-type Processor = (image: unknown) => Promise<{ pixel_values: { data: Float32Array; dims: number[] } }>;
+/** The subset of transformers.js's ImageProcessor we use. */
+interface Processor {
+  (image: unknown): Promise<{ pixel_values: { data: Float32Array; dims: number[] } }>;
+  do_resize: boolean;
+  size: unknown;
+  resample: number;
+  get_resize_output_image_size(image: unknown, size: unknown): [number, number];
+}
 const processors = new Map<string, Promise<Processor>>();
 
 /** The model directory's image processor (cached per directory). */
@@ -43,9 +50,8 @@ async function imageProcessor(modelDir: string, imageFile: string): Promise<Proc
   let p = processors.get(dir);
   if (!p) {
     p = (async () => {
-      let json: unknown;
       try {
-        json = JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+        JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
       } catch (e) {
         fail(`${cfgFile}: invalid JSON (${(e as Error).message})`);
       }
@@ -54,8 +60,7 @@ async function imageProcessor(modelDir: string, imageFile: string): Promise<Proc
       env.allowLocalModels = true;
       env.localModelPath = '';
       try {
-        const proc = await AutoImageProcessor.from_pretrained(dir, { local_files_only: true });
-        return proc as unknown as Processor;
+        return (await AutoImageProcessor.from_pretrained(dir, { local_files_only: true })) as unknown as Processor;
       } catch (e) {
         fail(`${cfgFile}: cannot build the image processor (${(e as Error).message.split('\n')[0]})`);
       }
@@ -65,20 +70,52 @@ async function imageProcessor(modelDir: string, imageFile: string): Promise<Proc
   return p;
 }
 
+/** PIL resampling codes (preprocessor_config "resample") → sharp kernels. */
+const SHARP_KERNELS: Record<number, 'nearest' | 'lanczos3' | 'linear' | 'cubic'> = { 0: 'nearest', 1: 'lanczos3', 2: 'linear', 3: 'cubic', 4: 'linear', 5: 'linear' };
+
+/**
+ * Resize as PIL does. Written by hand around sharp's resize because transformers.js resizes with
+ * an affine bicubic warp that does not antialias when shrinking: on a smooth 48×40 image it is
+ * up to 0.25 off Hugging Face Python's pixel values, sharp's cubic resize 0.008 (one grey level).
+ */
+async function resizeLikePil(image: { width: number; height: number; channels: number; data: Uint8ClampedArray }, width: number, height: number, resample: number): Promise<unknown> {
+  const { default: sharp } = await import('sharp');
+  const { RawImage } = await import('@huggingface/transformers');
+  const { data, info } = await sharp(Buffer.from(image.data.buffer, image.data.byteOffset, image.data.byteLength), { raw: { width: image.width, height: image.height, channels: image.channels as 1 | 3 | 4 } })
+    .resize(width, height, { fit: 'fill', kernel: SHARP_KERNELS[resample] ?? 'cubic' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return new RawImage(new Uint8ClampedArray(data.buffer, data.byteOffset, data.byteLength), info.width, info.height, info.channels as 1 | 3 | 4);
+}
+
 /** A PNG/JPEG through the model's image processor: [1, C, H, W]. */
 export async function preprocessImageFile(file: string, modelDir: string, vision: VisionConfig): Promise<ImageBatch> {
   if (!fs.existsSync(file)) fail(`${file}: no such image file`);
   const proc = await imageProcessor(modelDir, file);
   const { RawImage } = await import('@huggingface/transformers');
-  let image: unknown;
+  let image: InstanceType<typeof RawImage>;
   try {
-    image = await RawImage.read(path.resolve(file));
+    image = (await RawImage.read(path.resolve(file))).rgb();
   } catch (e) {
     fail(`${file}: cannot read the image (${(e as Error).message.split('\n')[0]})`);
   }
   let out: Awaited<ReturnType<Processor>>;
   try {
-    out = await proc(image);
+    // The processor's own rules give the size; the resampling is done as PIL does; crop, rescale
+    // and normalisation are the processor's (its own resize is switched off for the call).
+    const resizes = proc.do_resize && proc.size !== undefined;
+    let input: unknown = image;
+    if (resizes) {
+      const [w, h] = proc.get_resize_output_image_size(image, proc.size);
+      input = await resizeLikePil(image as never, w, h, proc.resample);
+    }
+    const saved = proc.do_resize;
+    proc.do_resize = false;
+    try {
+      out = await proc(input);
+    } finally {
+      proc.do_resize = saved;
+    }
   } catch (e) {
     if (e instanceof HooklensError) throw e;
     fail(`${file}: image preprocessing failed (${(e as Error).message.split('\n')[0]})`);

@@ -86,6 +86,8 @@ export function visionTowerForward(ctx: StageContext, images: ImageBatch | null,
   if (opts.resume) {
     resid = opts.resume.residPre;
     from = opts.resume.layer;
+    const [, P, d] = resid.shape;
+    if (resid.rank !== 3 || P !== cfg.nPositions || d !== cfg.dModel) fail(`vision tower: resume residual has shape [${resid.shape}], expected [n, ${cfg.nPositions}, ${cfg.dModel}]`);
     if (from > out) fail(`vision tower: cannot resume at block ${from} and return hidden state ${out}`);
   } else {
     if (!images) fail('vision tower: no images given');
