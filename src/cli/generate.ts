@@ -1,15 +1,20 @@
 import { loadModel } from '../models/load.js';
 import { decodeContinuation } from '../tokenizers/tokenizer.js';
-import { parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
+import { fail } from '../errors.js';
+import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
+import { promptInputs } from './images.js';
 
 export const generateCommand: Command = {
   name: 'generate',
   summary: 'greedy text generation',
-  usage: `hooklens generate --model PATH (--text S | --tokens 1,2,3) --max-new-tokens N [--stop-at-eos] [--json]
+  usage: `hooklens generate --model PATH (--text S | --tokens 1,2,3) [--image FILE ..] --max-new-tokens N [--stop-at-eos] [--json]
 
   --model PATH          Hugging Face model directory, .gguf file, or hub id
   --text S              prompt text (tokenized as the model's tokenizer does by default)
   --tokens IDS          exact prompt token ids, comma-separated
+  --image FILE          vision-language models: the image(s) for the prompt's placeholder(s)
+                        (PNG/JPEG through preprocessor_config.json, or .safetensors pixel_values);
+                        prompt_tokens then holds the expanded ids
   --max-new-tokens N    tokens to generate (default 32)
   --stop-at-eos         stop early when the model emits its end-of-sequence token
   --json                print {"prompt_tokens":[..], "tokens":[..], "text":"<new text only>"}`,
@@ -21,13 +26,15 @@ export const generateCommand: Command = {
       'max-new-tokens': { type: 'string' },
       'stop-at-eos': { type: 'boolean' },
       json: { type: 'boolean' },
+      ...IMAGE_OPTION,
     });
     const modelPath = requireString('generate', values, 'model');
     const [prompt] = promptsFromArgs('generate', values, false);
     const n = parsePositiveInt('--max-new-tokens', values['max-new-tokens'], 32);
     const model = await loadModel(modelPath);
-    const promptTokens = 'text' in prompt ? model.encode(prompt.text) : prompt.tokens;
-    const tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'] });
+    if (model.graph.kind === 'vision-tower') fail(`generate: ${modelPath} is a ${model.graph.description}; it generates no text`);
+    const [{ ids: promptTokens, images }] = await promptInputs(model, [prompt], 'generate');
+    const tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'], images });
     const text = model.tokenizer ? decodeContinuation(model.tokenizer, promptTokens, tokens) : '';
     if (values.json) return printJson({ prompt_tokens: promptTokens, tokens, text });
     const head = 'text' in prompt ? prompt.text : promptTokens.join(' ');

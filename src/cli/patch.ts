@@ -10,7 +10,8 @@ import { PatchingSession } from '../patching/session.js';
 import { COMPONENT_NAMES } from '../patching/sites.js';
 import { runSuite } from '../patching/suite.js';
 import type { Component, Method } from '../patching/types.js';
-import { parseOptions, parseTokenList, printJson, requireString, type Command } from './args.js';
+import { IMAGE_OPTION, parseOptions, parseTokenList, printJson, requireString, type Command } from './args.js';
+import { imagesFromFiles } from './images.js';
 import { progressBar } from './progress.js';
 
 const METHODS: Method[] = ['activation', 'atp', 'relp'];
@@ -22,16 +23,22 @@ export const patchCommand: Command = {
         (--clean-tokens IDS --corrupt-tokens IDS --answer-token ID --wrong-token ID
          | --clean S --corrupt S --answer S --wrong S | --pairs FILE.jsonl)
         --component C --method activation|atp|relp [--rules LN,Identity,Half[,AH]]
+        [--image FILE | --clean-image FILE --corrupt-image FILE]
         --out FILE.json [--report FILE.html] [--metric M] [--direction denoising|noising]
         [--qk-fix] [--grad-drop] [--json]
 
   --component     ${COMPONENT_NAMES.join(', ')}
                   block components give [n_layers, n_pos] grids, head_out / q / k / v / pattern
-                  [n_layers, n_heads], head_out_pos [n_layers, n_pos, n_heads]
+                  [n_layers, n_heads], head_out_pos [n_layers, n_pos, n_heads]; vision.* are the
+                  vision tower's ([tower layers, patch positions] for vision.resid_pre etc.)
   --method        activation (real patched forwards), atp (gradient estimate), relp (LRP rules)
   --rules         RelP rules (default ${DEFAULT_RELP_RULES.join(',')}; AH optional)
   --pairs FILE    JSONL lines {"clean","corrupt","answer","wrong"}: text or token ids; clean and
-                  corrupt must tokenize to the same length (and all pairs to one length)
+                  corrupt must tokenize to the same length (and all pairs to one length);
+                  vision-language pairs add "image" or "clean_image" / "corrupt_image" (paths)
+  --image FILE    vision-language models: the same image in clean and corrupt runs (repeatable)
+  --clean-image FILE, --corrupt-image FILE
+                  an image corruption: different images (same or different tokens)
   --answer S      answer text as it continues the prompt (e.g. " Mary"); multi-token answers use
                   their first token and say so on stderr
   --metric M      ${METRICS.join(', ')} (default logit_diff: mean over pairs of
@@ -67,6 +74,9 @@ Output (--out, and stdout with --json):
       'qk-fix': { type: 'boolean' },
       'grad-drop': { type: 'boolean' },
       json: { type: 'boolean' },
+      ...IMAGE_OPTION,
+      'clean-image': { type: 'string', multiple: true },
+      'corrupt-image': { type: 'string', multiple: true },
     });
     const modelPath = requireString('patch', values, 'model');
     const out = requireString('patch', values, 'out');
@@ -85,7 +95,14 @@ Output (--out, and stdout with --json):
     for (const f of [out, values.report]) if (f && fs.existsSync(f) && fs.statSync(f).isDirectory()) fail(`${f}: is a directory`);
     const textPairs = pairsFromArgs(values);
 
+    const sideFiles = imageFilesFromArgs(values);
     const model = await loadModel(modelPath);
+    if (model.graph.kind === 'vision-tower') fail(`patch: ${modelPath} is a ${model.graph.description}; patching needs a language model's logits`);
+    for (const p of textPairs) {
+      const files = { clean: p.imageFiles?.clean ? [p.imageFiles.clean] : sideFiles.clean, corrupt: p.imageFiles?.corrupt ? [p.imageFiles.corrupt] : sideFiles.corrupt };
+      p.cleanImages = await imagesFromFiles(model, files.clean);
+      p.corruptImages = await imagesFromFiles(model, files.corrupt);
+    }
     const { pairs, warnings } = tokenizePairs(model, textPairs, values.pairs ?? 'patch');
     for (const w of warnings) console.error(`hooklens patch: note: ${w}`);
     const bar = progressBar(`patch ${component}`);
@@ -122,6 +139,17 @@ Output (--out, and stdout with --json):
   },
 };
 
+/** --image (both sides) or --clean-image / --corrupt-image (one each). */
+function imageFilesFromArgs(v: Record<string, unknown>): { clean?: string[]; corrupt?: string[] } {
+  const list = (k: string) => (Array.isArray(v[k]) && (v[k] as string[]).length ? (v[k] as string[]) : undefined);
+  const both = list('image');
+  const clean = list('clean-image');
+  const corrupt = list('corrupt-image');
+  if (both && (clean || corrupt)) fail('patch: give --image (both runs) or --clean-image and --corrupt-image, not both');
+  if (!both && !!clean !== !!corrupt) fail(`patch: --${clean ? 'clean' : 'corrupt'}-image needs --${clean ? 'corrupt' : 'clean'}-image too`);
+  return both ? { clean: both, corrupt: both } : { clean, corrupt };
+}
+
 function parseRules(s: string | undefined): RelpRule[] {
   if (s === undefined) return [...DEFAULT_RELP_RULES];
   const rules = s.split(',').map((r) => r.trim()).filter(Boolean);
@@ -129,7 +157,7 @@ function parseRules(s: string | undefined): RelpRule[] {
   return rules as RelpRule[];
 }
 
-function pairsFromArgs(v: Record<string, string | boolean | undefined>): TextPair[] {
+function pairsFromArgs(v: Record<string, string | string[] | boolean | undefined>): TextPair[] {
   const tokenForm = ['clean-tokens', 'corrupt-tokens', 'answer-token', 'wrong-token'];
   const textForm = ['clean', 'corrupt', 'answer', 'wrong'];
   const used = [tokenForm.some((k) => v[k] !== undefined), textForm.some((k) => v[k] !== undefined), v.pairs !== undefined].filter(Boolean).length;

@@ -1,16 +1,21 @@
 import * as tf from '@tensorflow/tfjs';
 import { loadModel } from '../models/load.js';
-import { parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
+import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
+import { promptInputs } from './images.js';
 import { fail } from '../errors.js';
 
 export const runCommand: Command = {
   name: 'run',
   summary: 'run a prompt and show the top next-token predictions at the final position',
-  usage: `hooklens run --model PATH (--text S | --tokens 1,2,3) [--top-k N] [--json]
+  usage: `hooklens run --model PATH (--text S | --tokens 1,2,3) [--image FILE ..] [--top-k N] [--json]
 
   --model PATH     Hugging Face model directory, .gguf file, or hub id (org/name)
   --text S         prompt text, tokenized as the model's tokenizer does by default
   --tokens IDS     exact input token ids, comma-separated (nothing is prepended)
+  --image FILE     vision-language models: the image for the prompt's placeholder (repeat for
+                   several): PNG/JPEG through the model's preprocessor_config.json, or a
+                   .safetensors file holding pixel_values [n, 3, H, W]. A single placeholder
+                   token is expanded to the image's run of tokens ("tokens" shows the expanded ids)
   --top-k N        how many predictions to show (default 10)
   --json           print {"tokens":[..], "top":[{"token","text","logit","prob"}, ..]}`,
   async run(argv) {
@@ -20,14 +25,16 @@ export const runCommand: Command = {
       tokens: { type: 'string' },
       'top-k': { type: 'string' },
       json: { type: 'boolean' },
+      ...IMAGE_OPTION,
     });
     const modelPath = requireString('run', values, 'model');
     const [prompt] = promptsFromArgs('run', values, false);
     const k = parsePositiveInt('--top-k', values['top-k'], 10);
     const model = await loadModel(modelPath);
-    const tokens = 'text' in prompt ? model.encode(prompt.text) : prompt.tokens;
+    if (model.graph.kind === 'vision-tower') fail(`run: ${modelPath} is a ${model.graph.description} with no next-token predictions; use 'hooklens cache --image' for its activations`);
+    const [{ ids: tokens, images }] = await promptInputs(model, [prompt], 'run');
     if (tokens.length === 0) fail('run: the prompt tokenizes to no tokens');
-    const logits = model.run([tokens]);
+    const logits = model.run(images ? { prompts: [tokens], images } : [tokens]);
     const last = tf.tidy(() => logits.slice([0, tokens.length - 1, 0], [1, 1, -1]).reshape([-1]));
     const logitValues = last.dataSync();
     const probs = tf.tidy(() => tf.softmax(last)).dataSync();

@@ -5,7 +5,8 @@ import { loadModel } from '../models/load.js';
 import { evaluateSae, pickEvalMetrics } from '../sae/eval.js';
 import { loadSae, readSaeConfig } from '../sae/io.js';
 import { saeHookLayout } from '../sae/splice.js';
-import { parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
+import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
+import { promptInputs } from './images.js';
 
 const CMD = 'sae eval';
 
@@ -13,12 +14,14 @@ export const saeEvalCommand: Command = {
   name: 'eval',
   summary: 'evaluate an SAE: L0, explained variance, MSE, cosine, CE loss recovered, KL',
   usage: `hooklens sae eval --model PATH --sae DIR (--text S | --tokens 1,2,3 | --prompts FILE.jsonl)
-                   [--batch-tokens N] [--json]
+                   [--image FILE ..] [--batch-tokens N] [--json]
 
   --model PATH       Hugging Face model directory, .gguf file, or hub id
   --sae DIR          SAELens directory: cfg.json + sae_weights.safetensors (hook from cfg.json)
   --prompts FILE     JSONL, one prompt a line: {"tokens": [..]} (used when a line also has
                      "text"), {"text": "..."} or a JSON string
+  --image FILE       vision-language models: image(s) for the prompt (or for every --prompts line
+                     naming none; lines may carry "image": path(s))
   --batch-tokens N   tokens per forward pass (default 512; prompts are never padded)
   --json             print {"l0","explained_variance","mse","cosine","ce_orig","ce_sae",
                      "ce_zero","ce_loss_score","kl_div"} over every position of the prompts`,
@@ -31,6 +34,7 @@ export const saeEvalCommand: Command = {
       prompts: { type: 'string' },
       'batch-tokens': { type: 'string' },
       json: { type: 'boolean' },
+      ...IMAGE_OPTION,
     });
     const modelPath = requireString(CMD, values, 'model');
     const saeDir = requireString(CMD, values, 'sae');
@@ -42,11 +46,13 @@ export const saeEvalCommand: Command = {
     const { sae } = loadSae(saeDir);
     const model = await loadModel(modelPath);
     saeHookLayout(model, sae);
-    const prompts = specs.map((p) => ('text' in p ? model.encode(p.text) : p.tokens));
+    const inputs = await promptInputs(model, specs, CMD);
+    const prompts = inputs.map((p) => p.ids);
+    const images = inputs.some((p) => p.images) ? inputs.map((p) => p.images) : undefined;
     prompts.forEach((p, i) => {
       if (p.length === 0) fail(`${CMD}: prompt ${i + 1} tokenizes to no tokens`);
     });
-    const r = evaluateSae(model, sae, prompts, { batchTokens });
+    const r = evaluateSae(model, sae, prompts, { batchTokens, images });
     if (values.json) return printJson(pickEvalMetrics(r));
     const rows: [string, number][] = [
       ['l0', r.l0],

@@ -77,6 +77,8 @@ export interface HookedModel extends HookSpace {
   /** Tokenize, expand image placeholders, pad; images travel with the batch. */
   toTokens(input: ModelInput, padding?: PaddingSide): TokenBatch;
   encode(text: string): number[];
+  /** A VLM prompt's single image placeholders expanded to the tower's run of image tokens (text models: unchanged). */
+  expandPrompt(ids: readonly number[], where?: string): number[];
 
   /** Logits [batch, pos, vocab] (a standalone tower: its last hidden state [images, P, d]). */
   run(input: ModelInput, opts?: RunOptions): tf.Tensor3D;

@@ -126,11 +126,15 @@ export class StagedModel implements HookedModel {
     }
     let seqs = prompts;
     if (graph.llava) {
-      const { imageTokenIndex, nImageTokens } = graph.llava;
-      seqs = prompts.map((p, i) => expandImagePlaceholders(p, imageTokenIndex, nImageTokens, prompts.length > 1 ? `prompt ${i + 1}` : 'prompt').ids);
+      seqs = prompts.map((p, i) => this.expandPrompt(p, prompts.length > 1 ? `prompt ${i + 1}` : 'prompt'));
     }
     const batch = padBatch(seqs, padding, this.padId());
     return images && imageCount(images) > 0 ? { ...batch, images } : batch;
+  }
+
+  expandPrompt(ids: readonly number[], where = 'prompt'): number[] {
+    const w = this.graph.llava;
+    return w ? expandImagePlaceholders(ids, w.imageTokenIndex, w.nImageTokens, where).ids : [...ids];
   }
 
   encode(text: string): number[] {

@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { padBatch, promptBatches } from '../hooks/token-batch.js';
+import { concatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Sae } from './sae.js';
 import { replaceAtSaeHook, runWithSae, saeHookLayout, toSaeRows } from './splice.js';
 
@@ -45,6 +46,8 @@ export interface SaeEvalResult extends SaeEvalMetrics {
 export interface EvaluateSaeOptions {
   /** Upper bound on padded tokens per forward pass (default 512). */
   batchTokens?: number;
+  /** A VLM's images per prompt (one per placeholder run; prompts already expanded). */
+  images?: (ImageBatch | undefined)[];
   /** Called after each batch with tokens done / total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -87,9 +90,9 @@ function pickTargets(lp: tf.Tensor2D, targets: Int32Array): Float32Array {
   return read(() => tf.gather(lp.reshape([-1]), idx));
 }
 
-function evalBatch(model: HookedModel, sae: Sae, batch: number[][], s: Sums): void {
+function evalBatch(model: HookedModel, sae: Sae, batch: number[][], images: ImageBatch[], s: Sums): void {
   const layout = saeHookLayout(model, sae);
-  const tokens = padBatch(batch, 'right');
+  const tokens = images.length ? { ...padBatch(batch, 'right'), images: concatImages(images) } : padBatch(batch, 'right');
   const { batch: B, seqLen: T } = tokens;
   const d = sae.cfg.dIn;
   const lengths = batch.map((p) => p.length);
@@ -183,11 +186,13 @@ export function evaluateSae(model: HookedModel, sae: Sae, prompts: number[][], o
   const budget = opts.batchTokens ?? 512;
   const s = new Sums(new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dSae));
   // Longest first, so each batch pads to its first prompt and batches shrink as lengths do.
-  const sorted = [...prompts].sort((a, b) => b.length - a.length);
+  const order = prompts.map((_, i) => i).sort((a, b) => prompts[b].length - prompts[a].length);
+  const sorted = order.map((i) => prompts[i]);
   const total = prompts.reduce((n, p) => n + p.length, 0);
   let done = 0;
-  for (const { group } of promptBatches(sorted, { maxTokens: budget })) {
-    evalBatch(model, sae, group, s);
+  for (const { start, group } of promptBatches(sorted, { maxTokens: budget })) {
+    const imgs = order.slice(start, start + group.length).map((i) => opts.images?.[i]).filter((x): x is ImageBatch => !!x);
+    evalBatch(model, sae, group, imgs, s);
     done += group.reduce((n, p) => n + p.length, 0);
     opts.onProgress?.(done, total);
   }
