@@ -8,6 +8,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HooklensError } from '../src/errors.js';
 import { hubCacheDir, isHubId, resolveModelPath } from '../src/io/hub.js';
 import { readSafetensors, readSafetensorsDir, writeSafetensorsSharded } from '../src/io/safetensors.js';
+import { readPixelValues } from '../src/io/images.js';
+import { loadModel } from '../src/models/load.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const fixturesDir = process.env.HOOKLENS_FIXTURES ?? path.resolve(repoRoot, '../shared/fixtures');
@@ -112,6 +114,10 @@ beforeAll(async () => {
   fs.mkdirSync(sharded, { recursive: true });
   fs.copyFileSync(path.join(gpt2, 'config.json'), path.join(sharded, 'config.json'));
   writeSafetensorsSharded(sharded, readSafetensors(path.join(gpt2, 'model.safetensors')).tensors, 100 * 1024);
+  // A sharded LLaVA (transformers ≥ 4.52 layout) with an image preprocessor config.
+  const vlm = path.join(served, 'tiny', 'llava-sharded');
+  copyDir(path.join(repoRoot, 'test', 'fixtures', 'vlm', 'llava-new-siglip-qwen2'), vlm);
+  fs.copyFileSync(path.join(repoRoot, 'test', 'fixtures', 'vlm', 'preprocess', 'siglip', 'preprocessor_config.json'), path.join(vlm, 'preprocessor_config.json'));
   copyDir(gpt2, path.join(served, 'solo'));
   copyDir(gpt2, path.join(served, 'broken', 'truncated'));
   copyDir(gpt2, path.join(served, 'broken', 'weights'));
@@ -215,6 +221,24 @@ describe('resolveModelPath', () => {
     expect(await resolveModelPath('tiny/gpt2-sharded', { cacheDir })).toBe(snap);
     // a commit hash as revision resolves straight to its snapshot
     expect(await resolveModelPath('tiny/gpt2-sharded', { cacheDir, revision: COMMIT })).toBe(snap);
+  });
+
+  it('downloads a sharded vision-language repo with its preprocessor config; the model loads and runs as the local copy', async () => {
+    const cacheDir = freshCache();
+    const snap = await resolveModelPath('tiny/llava-sharded', { cacheDir, endpoint });
+    const got = fs.readdirSync(snap).sort();
+    expect(got).toEqual(['config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json', 'preprocessor_config.json']);
+    const local = path.join(repoRoot, 'test', 'fixtures', 'vlm', 'llava-new-siglip-qwen2');
+    const [a, b] = [await loadModel(snap), await loadModel(local)];
+    const images = readPixelValues(path.join(local, 'pixel_values.safetensors'), a.visionCfg!);
+    const one = { data: images.data.slice(0, images.data.length / 2), shape: [1, ...images.shape.slice(1)] as [number, number, number, number] };
+    const prompt = [1, 5, 93, 17];
+    const [la, lb] = [a.run({ prompts: prompt, images: one }), b.run({ prompts: prompt, images: one })];
+    expect(Array.from(la.dataSync())).toEqual(Array.from(lb.dataSync()));
+    la.dispose();
+    lb.dispose();
+    a.dispose();
+    b.dispose();
   });
 
   it('supports bare names, HF_ENDPOINT and HF_HUB_CACHE', async () => {

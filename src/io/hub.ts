@@ -24,7 +24,7 @@ export interface ResolveModelOptions {
   onProgress?: (file: string, received: number, total: number | null) => void;
 }
 
-const OPTIONAL_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
+const OPTIONAL_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'preprocessor_config.json', 'processor_config.json'];
 /** Extensions that mean "this was meant as a local file", never a hub id. */
 const LOCAL_FILE_EXT = /\.(safetensors|gguf|bin|json|pt|pth|ggml|onnx)$/i;
 const HUB_PART = '[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?';
