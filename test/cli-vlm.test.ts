@@ -81,17 +81,32 @@ describe.concurrent('hooklens on vision-language models', () => {
     expect(out.top[0].token).toBe(last.indexOf(Math.max(...last)));
   });
 
-  it('cache: language-model hooks get a modality column; tower hooks one row per patch position', { timeout: TIMEOUT }, async () => {
+  it('--image FILE.safetensors#i picks one image of a batched pixel_values file', { timeout: TIMEOUT }, async () => {
+    const args = (img: string) => ['run', '--model', LLAVA, '--tokens', shortPrompt.join(','), '--image', img, '--top-k', '5', '--json'];
+    const [picked0, picked1, whole1] = await Promise.all([cli(args(`${files.both}#0`)), cli(args(`${files.both}#1`)), cli(args(files.corrupt))]);
+    expect(json(picked0)).toEqual(json(await cli(args(files.clean))));
+    expect(json(picked1)).toEqual(json(whole1));
+    expect(json(picked1)).not.toEqual(json(picked0));
+  });
+
+  it('cache: language-model hooks get a modality column; tower and projector hooks one row per image position', { timeout: TIMEOUT }, async () => {
     const dir = caseDir('cache');
     const lm = path.join(dir, 'lm.arrow');
     const tower = path.join(dir, 'tower.arrow');
+    const projector = path.join(dir, 'projector.arrow');
     const base = ['cache', '--model', LLAVA, '--tokens', ref.tokens.join(','), '--image', files.clean];
-    const [r1, r2] = await Promise.all([
+    const [r1, r2, r3] = await Promise.all([
       cli([...base, '--hooks', 'blocks.1.hook_resid_post,hook_embed', '--out', lm]),
       cli([...base, '--hooks', 'vision.blocks.*.hook_resid_post', '--out', tower]),
+      cli([...base, '--hooks', 'hook_image_embeds', '--out', projector]),
     ]);
     expect(r1.code, info(r1)).toBe(0);
     expect(r2.code, info(r2)).toBe(0);
+    expect(r3.code, info(r3)).toBe(0);
+    const p = readArrowCache(projector);
+    expect(Array.from(p.pos)).toEqual(Array.from({ length: ref.n_image_tokens }, (_, i) => i));
+    expect(Array.from(p.image!)).toEqual(new Array(ref.n_image_tokens).fill(0));
+    expect(maxScaledDiff(p.columns.hook_image_embeds.data!, ref.activations.hook_image_embeds.values)).toBeLessThan(1e-4);
     const a = readArrowCache(lm);
     expect(Array.from(a.modality!)).toEqual(ref.tokens.map((t) => (t === IMG ? 1 : 0)));
     expect(tableFromIPC(fs.readFileSync(lm)).getChild('modality')!.get(3)).toBe('image');
@@ -107,12 +122,14 @@ describe.concurrent('hooklens on vision-language models', () => {
     }
   });
 
-  it('cache: both kinds of hook in one call is refused in one line, nothing written', { timeout: TIMEOUT }, async () => {
-    const dir = caseDir('mixed');
-    const r = await cli(['cache', '--model', LLAVA, '--tokens', shortPrompt.join(','), '--image', files.clean, '--hooks', 'vision.hook_embed,hook_embed', '--out', path.join(dir, 'x.arrow')]);
-    oneLineFailure(r, /different position axes/, /two files/);
-    expect(listTree(dir)).toEqual([]);
-  });
+  for (const hooks of ['vision.hook_embed,hook_embed', 'hook_image_embeds,blocks.0.hook_resid_post', 'vision.hook_embed,hook_image_embeds']) {
+    it(`cache: hooks of two stages in one call (${hooks}) are refused in one line, nothing written`, { timeout: TIMEOUT }, async () => {
+      const dir = caseDir('mixed');
+      const r = await cli(['cache', '--model', LLAVA, '--tokens', shortPrompt.join(','), '--image', files.clean, '--hooks', hooks, '--out', path.join(dir, 'x.arrow')]);
+      oneLineFailure(r, /different position axes/, /two files/, ...hooks.split(','));
+      expect(listTree(dir)).toEqual([]);
+    });
+  }
 
   it('patch --clean-image/--corrupt-image on vision.resid_pre and mlp_out reproduces the reference grids', { timeout: TIMEOUT }, async () => {
     const dir = caseDir('patch');
@@ -208,6 +225,7 @@ describe.concurrent('vision-language bad input: one line, non-zero exit, nothing
     { name: 'more placeholders than images', args: () => ['run', '--model', LLAVA, '--tokens', `1,${IMG},4,${IMG}`, '--image', files.clean, '--json'], expect: [/2 image placeholder/, /1 image/] },
     { name: 'an image but no placeholder', args: () => ['run', '--model', LLAVA, '--tokens', '1,4,5', '--image', files.clean, '--json'], expect: [/0 image placeholder/, /1 image/] },
     { name: 'two images in one file for one placeholder (cache)', args: () => ['cache', '--model', LLAVA, '--tokens', `1,${IMG},4`, '--image', files.both, '--hooks', 'hook_embed', '--out', '__OUT__'], expect: [/1 image placeholder/, /2 image/] },
+    { name: 'image index past the end of a batched file', args: () => ['run', '--model', LLAVA, '--tokens', `1,${IMG},4`, '--image', `${files.both}#2`, '--json'], expect: [/pixel_values\.safetensors#2/, /index 2 out of range/, /holds 2 images/] },
     { name: 'an image given to a text-only model', args: () => ['run', '--model', modelPath('tiny-llama'), '--tokens', '1,2,3', '--image', files.clean, '--json'], expect: [/text-only model/] },
     { name: 'missing image file (patch)', args: () => ['patch', '--model', LLAVA, '--clean-tokens', `1,${IMG},4`, '--corrupt-tokens', `1,${IMG},4`, '--answer-token', '3', '--wrong-token', '4', '--image', path.join(files.dir, 'nope.png'), '--component', 'resid_pre', '--method', 'atp', '--out', '__OUT__'], expect: [/nope\.png/, /no such image/] },
     { name: '--clean-image without --corrupt-image', args: () => ['patch', '--model', LLAVA, '--clean-tokens', `1,${IMG},4`, '--corrupt-tokens', `1,${IMG},4`, '--answer-token', '3', '--wrong-token', '4', '--clean-image', files.clean, '--component', 'resid_pre', '--method', 'atp', '--out', '__OUT__'], expect: [/--clean-image needs --corrupt-image/] },

@@ -2,7 +2,8 @@
  * Run prompts through a model and stream the chosen hook activations into an Arrow cache file.
  * Language-model hooks: one row per (prompt, position), with a `modality` column (text / image)
  * for vision-language models. Vision-tower hooks: one row per (prompt, image, patch position),
- * CLS first where the tower has one. The two position axes differ, so one file holds one kind.
+ * CLS first where the tower has one; projector hooks (hook_image_embeds): one row per (prompt,
+ * image, image token). The stages' position axes differ, so one file holds one stage's hooks.
  * Prompts run in small batches; each batch's activations are written and freed before the next.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -43,12 +44,15 @@ export async function writeActivationCache(
   opts: CacheRunOptions,
 ): Promise<{ rows: number; bytes: number }> {
   const names = model.resolveHooks(opts.hooks);
-  const vision = names.filter((n) => model.graph.stageOf(n).name === 'vision_tower');
-  if (vision.length > 0 && vision.length < names.length) {
-    fail(`vision-tower hooks (${vision[0]}) and language-model hooks (${names.find((n) => !vision.includes(n))}) have different position axes: cache them in two files`);
+  const stageLabel = { vision_tower: 'vision-tower', projector: 'projector', language_model: 'language-model' } as const;
+  const stage = names.length ? model.graph.stageOf(names[0]).name : 'language_model';
+  const other = names.find((n) => model.graph.stageOf(n).name !== stage);
+  if (other) {
+    fail(`${stageLabel[stage]} hooks (${names[0]}) and ${stageLabel[model.graph.stageOf(other).name]} hooks (${other}) have different position axes: cache them in two files`);
   }
-  const towerRows = vision.length > 0;
-  if (towerRows && opts.logits) fail('--logits: a vision-tower cache has one row per patch position, not per token; cache logits separately');
+  // Tower and projector hooks are per image, not per prompt token.
+  const towerRows = stage !== 'language_model';
+  if (towerRows && opts.logits) fail(`--logits: a ${stageLabel[stage]} cache has one row per image position, not per token; cache logits separately`);
   const images = opts.images ?? [];
   if (images.length > 0 && images.length !== prompts.length) fail(`${images.length} image sets for ${prompts.length} prompts`);
   const wiring = model.graph.llava;

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HooklensError, fail } from '../errors.js';
 import type { VisionConfig } from '../models/config.js';
-import { concatImages, type ImageBatch } from '../models/image-batch.js';
+import { concatImages, imageCount, sliceImages, type ImageBatch } from '../models/image-batch.js';
 import { readSafetensors } from './safetensors.js';
 
 export const PREPROCESSOR_CONFIG = 'preprocessor_config.json';
@@ -130,7 +130,16 @@ export async function preprocessImageFile(file: string, modelDir: string, vision
 export async function loadImages(file: string, modelDir: string, vision: VisionConfig | null, source = modelDir): Promise<ImageBatch> {
   if (!vision) fail(`${file}: an image was given to a text-only model (${source})`);
   if (file.endsWith('.safetensors')) return readPixelValues(file, vision);
+  const picked = /^(.+\.safetensors)#(\d+)$/.exec(file);
+  if (picked && !fs.existsSync(file)) return pickImage(file, readPixelValues(picked[1], vision), Number(picked[2]));
   return preprocessImageFile(file, modelDir, vision);
+}
+
+/** `FILE.safetensors#i`: image i of a batched pixel_values file (batches are how processors save them). */
+function pickImage(spec: string, all: ImageBatch, index: number): ImageBatch {
+  const n = imageCount(all);
+  if (index >= n) fail(`${spec}: image index ${index} out of range (the file holds ${n} image${n === 1 ? '' : 's'})`);
+  return sliceImages(all, index, index + 1);
 }
 
 /** Several image files (each one or more images) as one batch, in order. */
