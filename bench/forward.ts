@@ -12,22 +12,13 @@ import { loadModel } from '../src/models/load.js';
 import { writeActivationCache } from '../src/hooks/cache-to-arrow.js';
 import { ArrowCacheWriter } from '../src/io/arrow-cache.js';
 import { gpt2ForwardFlops, makeGpt2SmallCheckpoint } from './gpt2-small-checkpoint.js';
+import { medianSeconds } from './timing.js';
 
 const { values } = parseArgs({ options: { tokens: { type: 'string', default: '128' }, reps: { type: 'string', default: '5' } } });
 const T = Number(values.tokens);
 const reps = Number(values.reps);
 
-function timeIt(fn: () => void): number {
-  fn(); // warm-up: kernel set-up and allocation
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    times.push((performance.now() - t0) / 1000);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)]; // median
-}
+const timeIt = (fn: () => void): number => medianSeconds(fn, reps);
 
 const t0 = performance.now();
 const dir = makeGpt2SmallCheckpoint();

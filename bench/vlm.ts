@@ -14,6 +14,7 @@ import type { LlavaWiring, ModelConfig, VisionConfig } from '../src/models/confi
 import { LlavaGraph } from '../src/models/graph.js';
 import type { ImageBatch } from '../src/models/image-batch.js';
 import { mulberry32 } from '../src/util/random.js';
+import { medianSeconds } from './timing.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '5' } } });
 const reps = Number(values.reps);
@@ -76,17 +77,7 @@ function weights(): Map<string, RawTensor> {
   return w;
 }
 
-function timeIt(fn: () => void): number {
-  fn();
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    fn();
-    times.push((performance.now() - t0) / 1000);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
+const timeIt = (fn: () => void): number => medianSeconds(fn, reps);
 
 await initBackend();
 const model = new StagedModel(new LlavaGraph(vision, lm, wiring), weights(), null, 'bench/vlm.ts (random weights)');

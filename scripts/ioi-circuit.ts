@@ -20,6 +20,7 @@ import { parseOptions, parsePositiveInt } from '../src/cli/args.js';
 import { progressBar, type Progress } from '../src/cli/progress.js';
 import { loadModel } from '../src/models/load.js';
 import { formatIoiSummary, namesKnownTo, runIoiCircuitStudy, writeIoiReport } from '../src/circuits/ioi-report.js';
+import { ioiProbingPrompts, runIoiProbing } from '../src/circuits/ioi-probing.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DEFAULT_MODEL = path.join(REPO, 'datasets', 'ioi-gpt2');
@@ -31,6 +32,7 @@ const USAGE = `usage: npx tsx scripts/ioi-circuit.ts [--model PATH] [--n 32] [--
   --seed S       prompt seed (default 0)
   --out DIR      report directory (default ioi-report): index.html, circuit.json, circuit.svg, summary.json
   --target F     faithfulness the greedy circuit must reach (default 0.8)
+  --probe-n N    prompts for the IO-identity probes (default 320, over 8 names)
   --json         print summary.json to stdout instead of the text summary`;
 
 async function main(argv: string[]): Promise<void> {
@@ -40,6 +42,7 @@ async function main(argv: string[]): Promise<void> {
     seed: { type: 'string' },
     out: { type: 'string' },
     target: { type: 'string' },
+    'probe-n': { type: 'string' },
     json: { type: 'boolean' },
   });
   if (values.help) {
@@ -47,6 +50,7 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   const n = parsePositiveInt('--n', values.n, 32);
+  const probeN = parsePositiveInt('--probe-n', values['probe-n'], 320);
   const seedText = values.seed ?? '0';
   if (!/^\d+$/.test(seedText)) fail(`--seed: expected a non-negative integer, got '${seedText}'`);
   const seed = Number(seedText);
@@ -96,6 +100,10 @@ async function main(argv: string[]): Promise<void> {
       onProgress: (done, total) => bar?.update(done, total),
     });
     (bar as Progress | null)?.stop();
+    say('probing…');
+    // Probes need more prompts per class than patching: their own prompt set, over fewer names.
+    const probePrompts = ioiProbingPrompts(model, { ...split, names }, { n: probeN, seed: seed + 1 });
+    result.probing = await timed('probing', () => runIoiProbing(model, probePrompts));
     // Caller phases first, then the study's.
     result.timings = { ...timings, ...result.timings };
     say('report…');

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { loadModel } from '../src/models/load.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
-import { loadReference, maxScaledDiff, modelPath } from './helpers/fixtures.js';
+import { expectCacheMatches, loadReference, maxScaledDiff, modelPath } from './helpers/fixtures.js';
 
 const MODELS = ['tiny-gpt2', 'tiny-llama', 'tiny-qwen2', 'stories260K'] as const;
 
@@ -24,13 +24,7 @@ describe.each(MODELS)('%s matches the reference implementation', (name) => {
   it('every reference activation (≤1e-4)', () => {
     const names = Object.keys(ref.activations);
     const { logits, cache } = model.runWithCache(ref.tokens, { names });
-    for (const n of names) {
-      const act = cache.get(n);
-      const want = ref.activations[n];
-      expect(act.shape.slice(1), n).toEqual(want.shape);
-      const diff = maxScaledDiff(act.dataSync(), want.values);
-      expect(diff, `${n} max diff ${diff}`).toBeLessThan(1e-4);
-    }
+    expectCacheMatches(cache, ref.activations);
     cache.dispose();
     logits.dispose();
   });

@@ -12,7 +12,7 @@ import { sliceImages, type ImageBatch } from '../src/models/image-batch.js';
 import { loadModel } from '../src/models/load.js';
 import { PatchingSession } from '../src/patching/session.js';
 import type { Component, Method } from '../src/patching/types.js';
-import { maxScaledDiff, VLM_FIXTURES, vlmPath, vlmReference } from './helpers/fixtures.js';
+import { expectCacheMatches, maxScaledDiff, VLM_FIXTURES, vlmPath, vlmReference } from './helpers/fixtures.js';
 import path from 'node:path';
 
 const METHODS: Method[] = ['activation', 'atp', 'relp'];
@@ -39,13 +39,7 @@ describe.each(VLM_FIXTURES)('%s matches the reference implementation', (name) =>
   it('every reference activation, tower and language model (≤1e-4)', () => {
     const names = Object.keys(ref.activations);
     const { logits, cache } = model.runWithCache({ prompts: ref.tokens, images: clean }, { names });
-    for (const n of names) {
-      const act = cache.get(n);
-      const want = ref.activations[n];
-      expect(act.shape.slice(1), n).toEqual(want.shape);
-      const diff = maxScaledDiff(act.dataSync(), want.values);
-      expect(diff, `${n} max diff ${diff}`).toBeLessThan(1e-4);
-    }
+    expectCacheMatches(cache, ref.activations);
     cache.dispose();
     logits.dispose();
   });

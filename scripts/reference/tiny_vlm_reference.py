@@ -397,6 +397,36 @@ def check(d):
 # ----------------------------------------------------------------------------------------------
 # Random tiny checkpoints in either layout
 
+def random_tower_weights(rnd, P, tower, dv, mv, Lv, image_size, patch):
+    """A CLIP/SigLIP tower's weights under prefix P, drawn in a fixed order (fixtures depend on it)."""
+    n_patch = (image_size // patch) ** 2
+    W = {}
+    W[P + 'embeddings.patch_embedding.weight'] = rnd(dv, 3, patch, patch, std=0.1)
+    if tower == 'clip':
+        W[P + 'embeddings.class_embedding'] = rnd(dv)
+        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch + 1, dv)
+        W[P + 'pre_layrnorm.weight'] = 1 + rnd(dv, std=0.1)
+        W[P + 'pre_layrnorm.bias'] = rnd(dv, std=0.1)
+    else:
+        W[P + 'embeddings.patch_embedding.bias'] = rnd(dv, std=0.1)
+        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch, dv)
+    W[P + 'post_layernorm.weight'] = 1 + rnd(dv, std=0.1)
+    W[P + 'post_layernorm.bias'] = rnd(dv, std=0.1)
+    for l in range(Lv):
+        lp = f'{P}encoder.layers.{l}.'
+        for nm in ('q', 'k', 'v', 'out'):
+            W[lp + f'self_attn.{nm}_proj.weight'] = rnd(dv, dv)
+            W[lp + f'self_attn.{nm}_proj.bias'] = rnd(dv, std=0.05)
+        for nm in ('layer_norm1', 'layer_norm2'):
+            W[lp + nm + '.weight'] = 1 + rnd(dv, std=0.1)
+            W[lp + nm + '.bias'] = rnd(dv, std=0.1)
+        W[lp + 'mlp.fc1.weight'] = rnd(mv, dv)
+        W[lp + 'mlp.fc1.bias'] = rnd(mv, std=0.05)
+        W[lp + 'mlp.fc2.weight'] = rnd(dv, mv)
+        W[lp + 'mlp.fc2.bias'] = rnd(dv, std=0.05)
+    return W
+
+
 def make(out, seed, layout, tower, text, strategy, feature_layer, shards, image_size=32, patch=8):
     g = torch.Generator().manual_seed(seed)
     rnd = lambda *s, std=0.2: (torch.randn(*s, generator=g) * std).to(DT)
@@ -423,32 +453,9 @@ def make(out, seed, layout, tower, text, strategy, feature_layer, shards, image_
     }
     lay = {'legacy': {'vision': 'vision_tower.vision_model.', 'proj': 'multi_modal_projector.', 'lm': 'language_model.model.', 'head': 'language_model.lm_head.weight'},
            'new': {'vision': 'model.vision_tower.vision_model.', 'proj': 'model.multi_modal_projector.', 'lm': 'model.language_model.', 'head': 'lm_head.weight'}}[layout]
-    W = {}
     P = lay['vision']
+    W = random_tower_weights(rnd, P, tower, dv, mv, Lv, image_size, patch)
     n_patch = (image_size // patch) ** 2
-    W[P + 'embeddings.patch_embedding.weight'] = rnd(dv, 3, patch, patch, std=0.1)
-    if tower == 'clip':
-        W[P + 'embeddings.class_embedding'] = rnd(dv)
-        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch + 1, dv)
-        W[P + 'pre_layrnorm.weight'] = 1 + rnd(dv, std=0.1)
-        W[P + 'pre_layrnorm.bias'] = rnd(dv, std=0.1)
-    else:
-        W[P + 'embeddings.patch_embedding.bias'] = rnd(dv, std=0.1)
-        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch, dv)
-    W[P + 'post_layernorm.weight'] = 1 + rnd(dv, std=0.1)
-    W[P + 'post_layernorm.bias'] = rnd(dv, std=0.1)
-    for l in range(Lv):
-        lp = f'{P}encoder.layers.{l}.'
-        for nm in ('q', 'k', 'v', 'out'):
-            W[lp + f'self_attn.{nm}_proj.weight'] = rnd(dv, dv)
-            W[lp + f'self_attn.{nm}_proj.bias'] = rnd(dv, std=0.05)
-        for nm in ('layer_norm1', 'layer_norm2'):
-            W[lp + nm + '.weight'] = 1 + rnd(dv, std=0.1)
-            W[lp + nm + '.bias'] = rnd(dv, std=0.1)
-        W[lp + 'mlp.fc1.weight'] = rnd(mv, dv)
-        W[lp + 'mlp.fc1.bias'] = rnd(mv, std=0.05)
-        W[lp + 'mlp.fc2.weight'] = rnd(dv, mv)
-        W[lp + 'mlp.fc2.bias'] = rnd(dv, std=0.05)
     pj = lay['proj']
     W[pj + 'linear_1.weight'] = rnd(d, dv)
     W[pj + 'linear_1.bias'] = rnd(d, std=0.05)
@@ -526,31 +533,7 @@ def make_tower(out, seed, tower, image_size=32, patch=8):
         'layer_norm_eps': 1e-5 if tower == 'clip' else 1e-6, 'num_channels': 3,
     }
     P = 'vision_model.'
-    n_patch = (image_size // patch) ** 2
-    W = {}
-    W[P + 'embeddings.patch_embedding.weight'] = rnd(dv, 3, patch, patch, std=0.1)
-    if tower == 'clip':
-        W[P + 'embeddings.class_embedding'] = rnd(dv)
-        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch + 1, dv)
-        W[P + 'pre_layrnorm.weight'] = 1 + rnd(dv, std=0.1)
-        W[P + 'pre_layrnorm.bias'] = rnd(dv, std=0.1)
-    else:
-        W[P + 'embeddings.patch_embedding.bias'] = rnd(dv, std=0.1)
-        W[P + 'embeddings.position_embedding.weight'] = rnd(n_patch, dv)
-    W[P + 'post_layernorm.weight'] = 1 + rnd(dv, std=0.1)
-    W[P + 'post_layernorm.bias'] = rnd(dv, std=0.1)
-    for l in range(Lv):
-        lp = f'{P}encoder.layers.{l}.'
-        for nm in ('q', 'k', 'v', 'out'):
-            W[lp + f'self_attn.{nm}_proj.weight'] = rnd(dv, dv)
-            W[lp + f'self_attn.{nm}_proj.bias'] = rnd(dv, std=0.05)
-        for nm in ('layer_norm1', 'layer_norm2'):
-            W[lp + nm + '.weight'] = 1 + rnd(dv, std=0.1)
-            W[lp + nm + '.bias'] = rnd(dv, std=0.1)
-        W[lp + 'mlp.fc1.weight'] = rnd(mv, dv)
-        W[lp + 'mlp.fc1.bias'] = rnd(mv, std=0.05)
-        W[lp + 'mlp.fc2.weight'] = rnd(dv, mv)
-        W[lp + 'mlp.fc2.bias'] = rnd(dv, std=0.05)
+    W = random_tower_weights(rnd, P, tower, dv, mv, Lv, image_size, patch)
     os.makedirs(out, exist_ok=True)
     json.dump(vcfg, open(os.path.join(out, 'config.json'), 'w'), indent=2)
     write_safetensors(os.path.join(out, 'model.safetensors'), W)

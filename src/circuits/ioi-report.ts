@@ -32,6 +32,7 @@ import * as vl from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
 import { evaluateIoi, type IoiScore } from '../../datasets/ioi-eval.js';
 import type { IoiPrompt } from '../../datasets/ioi.js';
+import { ioiProbingSpec, type IoiProbingResult } from './ioi-probing.js';
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
@@ -166,6 +167,8 @@ export interface IoiStudyResult {
   timings: Record<string, number>;
   /** Seconds for the whole study. */
   runSeconds: number;
+  /** Linear probes for the IO's identity per layer and role (attached by the caller; optional). */
+  probing?: IoiProbingResult;
 }
 
 function isTextPrompts(xs: readonly IoiPrompt[] | readonly PromptPair[]): xs is readonly IoiPrompt[] {
@@ -542,6 +545,15 @@ export function ioiSummary(r: IoiStudyResult) {
       inCircuit: h.inCircuit,
     })),
     mlps: Object.fromEntries(Object.entries(r.mlps).map(([m, xs]) => [m, xs.map(r6)])),
+    ...(r.probing
+      ? {
+          probing: {
+            nPrompts: r.probing.nPrompts,
+            classes: r.probing.classes,
+            cells: r.probing.cells.map((c) => ({ ...c, train: r6(c.train), test: r6(c.test), majority: r6(c.majority), shuffled: r6(c.shuffled), control: r6(c.control), selectivity: c.selectivity === null ? null : r6(c.selectivity) })),
+          },
+        }
+      : {}),
     eap: {
       atp: { ldClean: r6(r.eap.atp.ldClean), ldCorrupt: r6(r.eap.atp.ldCorrupt), direction: r.eap.atp.direction, topEdges: r.eap.top.atp.map(edgeJson) },
       relp: { ldClean: r6(r.eap.relp.ldClean), ldCorrupt: r6(r.eap.relp.ldCorrupt), direction: r.eap.relp.direction, rules: r.eap.relp.rules, topEdges: r.eap.top.relp.map(edgeJson) },
@@ -850,10 +862,32 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
     p.push(table(`edges edges-${m}`, ['from', 'to', 'kind', 'score'], r.eap.top[m].map((e) => `<tr><td>${escapeHtml(e.from)}</td><td>${escapeHtml(e.to)}</td><td>${e.kind}</td>${num(e.score, 4)}</tr>`)));
   });
 
+  if (r.probing) p.push(...(await probingSection(r.probing)));
+
   p.push('<h2>Timings</h2>');
   p.push(table('timings', ['phase', 'seconds'], Object.entries(r.timings).map(([k, v]) => `<tr><td>${escapeHtml(k)}</td>${num(v, 2)}</tr>`)));
   p.push('</body>', '</html>', '');
   return p.join('\n');
+}
+
+async function probingSection(pr: IoiProbingResult): Promise<string[]> {
+  const svg = async (measure: 'test' | 'selectivity', id: string) => {
+    const view = new vega.View(vega.parse(vl.compile(ioiProbingSpec(pr, measure)).spec), { renderer: 'none' });
+    try {
+      return prefixSvgIds(await view.toSVG(), id);
+    } finally {
+      view.finalize();
+    }
+  };
+  const out: string[] = ['<h2>Linear probes: where the IO’s identity is readable</h2>'];
+  out.push(
+    `<p class="note">Logistic probe (L-BFGS, l2 ${pr.l2}) for which name is the indirect object, on the residual stream before each block and after the last, at the IO, S1, S2 and END tokens; ${pr.nPrompts} prompts over ${pr.classes} names, ${Math.round(100 * pr.testFrac)} % of prompts held out. Selectivity (Hewitt &amp; Liang) = test accuracy − accuracy on a control task that gives each token type a random fixed label: ≈ 0 where the label is the token itself (IO), negative where the token identity is far easier to read than the IO (S1/S2), undefined at END (one token type). The embedding-layer probe at END sees the same token in every prompt, so it sits at chance — a check on the pipeline.</p>`,
+  );
+  out.push(`<div class="patterns"><figure>${await svg('test', 'ioi-probe-acc-')}</figure><figure>${await svg('selectivity', 'ioi-probe-sel-')}</figure></div>`);
+  out.push(
+    table('probing', ['hook', 'position', 'train', 'test', 'majority', 'shuffled labels', 'control task', 'selectivity'], pr.cells.map((c) => `<tr><td>${escapeHtml(c.hook)}</td><td>${c.role}</td>${num(c.train)}${num(c.test)}${num(c.majority)}${num(c.shuffled)}${num(c.control)}${c.selectivity === null ? '<td class="num">—</td>' : num(c.selectivity)}</tr>`)),
+  );
+  return out;
 }
 
 function evThresh(r: IoiStudyResult, k: keyof IoiEvidence['thresholds']): string {

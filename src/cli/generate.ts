@@ -1,4 +1,5 @@
 import { loadModel } from '../models/load.js';
+import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
 import { decodeContinuation } from '../tokenizers/tokenizer.js';
 import { fail } from '../errors.js';
 import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
@@ -17,7 +18,8 @@ export const generateCommand: Command = {
                         prompt_tokens then holds the expanded ids
   --max-new-tokens N    tokens to generate (default 32)
   --stop-at-eos         stop early when the model emits its end-of-sequence token
-  --json                print {"prompt_tokens":[..], "tokens":[..], "text":"<new text only>"}`,
+  --json                print {"prompt_tokens":[..], "tokens":[..], "text":"<new text only>"}
+${STEER_USAGE}`,
   async run(argv) {
     const { values } = parseOptions('generate', argv, {
       model: { type: 'string' },
@@ -27,6 +29,7 @@ export const generateCommand: Command = {
       'stop-at-eos': { type: 'boolean' },
       json: { type: 'boolean' },
       ...IMAGE_OPTION,
+      ...STEER_OPTIONS,
     });
     const modelPath = requireString('generate', values, 'model');
     const [prompt] = promptsFromArgs('generate', values, false);
@@ -34,7 +37,8 @@ export const generateCommand: Command = {
     const model = await loadModel(modelPath);
     if (model.graph.kind === 'vision-tower') fail(`generate: ${modelPath} is a ${model.graph.description}; it generates no text`);
     const [{ ids: promptTokens, images }] = await promptInputs(model, [prompt], 'generate');
-    const tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'], images });
+    const fwdHooks = steerHooks(model, values);
+    const tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'], images, ...(fwdHooks.length ? { fwdHooks } : {}) });
     const text = model.tokenizer ? decodeContinuation(model.tokenizer, promptTokens, tokens) : '';
     if (values.json) return printJson({ prompt_tokens: promptTokens, tokens, text });
     const head = 'text' in prompt ? prompt.text : promptTokens.join(' ');

@@ -5,13 +5,14 @@ import { cacheCommand } from './cache.js';
 import { convertCommand } from './convert.js';
 import { ioiDatasetCommand } from './ioi-dataset.js';
 import { patchCommand } from './patch.js';
+import { probeCommand } from './probe.js';
 import { generateCommand } from './generate.js';
 import { hooksCommand } from './hooks.js';
 import { runCommand } from './run.js';
 import { saeCommand } from './sae.js';
 import { tokenizeCommand } from './tokenize.js';
 
-const COMMANDS: Command[] = [runCommand, tokenizeCommand, generateCommand, cacheCommand, patchCommand, hooksCommand, convertCommand, ioiDatasetCommand, saeCommand];
+const COMMANDS: Command[] = [runCommand, tokenizeCommand, generateCommand, cacheCommand, patchCommand, hooksCommand, convertCommand, ioiDatasetCommand, saeCommand, probeCommand];
 
 function overview(): string {
   const lines = COMMANDS.map((c) => `  ${c.name.padEnd(10)} ${c.summary}`);

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
 import { fail } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { DEFAULT_RELP_RULES, RELP_RULES, type RelpRule } from '../models/grad-rules.js';
@@ -48,6 +49,8 @@ export const patchCommand: Command = {
   --grad-drop     AtP*: GradDrop
   --report FILE   HTML report: heatmaps of activation, atp and relp for the component and their
                   agreement (Pearson, Spearman, top-k overlap with activation patching)
+  A probe's direction can be steered or ablated in every forward of the session:
+${STEER_USAGE}
 
 Output (--out, and stdout with --json):
   {"component","method","rules","ld_clean","ld_corrupt","shape":[..],"scores":[[..]..]}
@@ -77,6 +80,7 @@ Output (--out, and stdout with --json):
       ...IMAGE_OPTION,
       'clean-image': { type: 'string', multiple: true },
       'corrupt-image': { type: 'string', multiple: true },
+      ...STEER_OPTIONS,
     });
     const modelPath = requireString('patch', values, 'model');
     const out = requireString('patch', values, 'out');
@@ -106,7 +110,9 @@ Output (--out, and stdout with --json):
     const { pairs, warnings } = tokenizePairs(model, textPairs, values.pairs ?? 'patch');
     for (const w of warnings) console.error(`hooklens patch: note: ${w}`);
     const bar = progressBar(`patch ${component}`);
-    const session = new PatchingSession(model, pairs, { metric, direction, onProgress: (d, t) => bar.update(d, t) });
+    // A probe intervention applies to every forward of the session (clean, corrupt and patched).
+    const fwdHooks = steerHooks(model, values);
+    const session = new PatchingSession(model, pairs, { metric, direction, ...(fwdHooks.length ? { fwdHooks } : {}), onProgress: (d, t) => bar.update(d, t) });
     try {
       const gridOpts = { rules, qkFix: values['qk-fix'], gradDrop: values['grad-drop'] };
       const methods = values.report ? [method, ...METHODS.filter((m) => m !== method)] : [method];

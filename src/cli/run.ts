@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
 import { loadModel } from '../models/load.js';
 import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
 import { promptInputs } from './images.js';
@@ -17,7 +18,8 @@ export const runCommand: Command = {
                    .safetensors file holding pixel_values [n, 3, H, W]. A single placeholder
                    token is expanded to the image's run of tokens ("tokens" shows the expanded ids)
   --top-k N        how many predictions to show (default 10)
-  --json           print {"tokens":[..], "top":[{"token","text","logit","prob"}, ..]}`,
+  --json           print {"tokens":[..], "top":[{"token","text","logit","prob"}, ..]}
+${STEER_USAGE}`,
   async run(argv) {
     const { values } = parseOptions('run', argv, {
       model: { type: 'string' },
@@ -26,6 +28,7 @@ export const runCommand: Command = {
       'top-k': { type: 'string' },
       json: { type: 'boolean' },
       ...IMAGE_OPTION,
+      ...STEER_OPTIONS,
     });
     const modelPath = requireString('run', values, 'model');
     const [prompt] = promptsFromArgs('run', values, false);
@@ -34,7 +37,8 @@ export const runCommand: Command = {
     if (model.graph.kind === 'vision-tower') fail(`run: ${modelPath} is a ${model.graph.description} with no next-token predictions; use 'hooklens cache --image' for its activations`);
     const [{ ids: tokens, images }] = await promptInputs(model, [prompt], 'run');
     if (tokens.length === 0) fail('run: the prompt tokenizes to no tokens');
-    const logits = model.run(images ? { prompts: [tokens], images } : [tokens]);
+    const fwdHooks = steerHooks(model, values);
+    const logits = model.run(images ? { prompts: [tokens], images } : [tokens], fwdHooks.length ? { fwdHooks } : {});
     const last = tf.tidy(() => logits.slice([0, tokens.length - 1, 0], [1, 1, -1]).reshape([-1]));
     const logitValues = last.dataSync();
     const probs = tf.tidy(() => tf.softmax(last)).dataSync();

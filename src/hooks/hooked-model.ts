@@ -95,7 +95,7 @@ export interface HookedModel extends HookSpace {
     opts?: CacheOptions & { cacheNames?: HookSelector[] | HookSelector },
   ): GradientResult;
   /** Greedy decoding; returns prompt (placeholders expanded) and new token ids. */
-  generate(prompt: string | number[], maxNewTokens: number, opts?: { stopAtEos?: boolean; images?: ImageBatch }): number[];
+  generate(prompt: string | number[], maxNewTokens: number, opts?: { stopAtEos?: boolean; images?: ImageBatch; fwdHooks?: FwdHook[] }): number[];
 
   /** Final norm without hooks, for logit lens and direct logit attribution. x: [..., d]. */
   applyFinalNorm(x: tf.Tensor): tf.Tensor;

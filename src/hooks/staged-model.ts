@@ -206,20 +206,20 @@ export class StagedModel implements HookedModel {
     }
   }
 
-  generate(prompt: string | number[], maxNewTokens: number, opts: { stopAtEos?: boolean; images?: ImageBatch } = {}): number[] {
+  generate(prompt: string | number[], maxNewTokens: number, opts: { stopAtEos?: boolean; images?: ImageBatch; fwdHooks?: FwdHook[] } = {}): number[] {
     const start = this.toTokens(opts.images ? { prompts: typeof prompt === 'string' ? prompt : [prompt], images: opts.images } : typeof prompt === 'string' ? prompt : [prompt]);
     const ids = Array.from(start.ids);
     const cfg = this.cfg;
     const eos = cfg.eosTokenId ?? this.tokenizer?.eosTokenId ?? null;
     // Check the prompt itself even when no new token fits (it may already exceed the context).
     this.graph.validate(start, 'prompt');
-    // The images do not change while decoding: embed them once.
-    const imageEmbeds = start.images ? this.imageEmbeddings(start) : undefined;
+    // The images do not change while decoding: embed them once (unless hooks may edit the tower).
+    const imageEmbeds = start.images && !opts.fwdHooks?.length ? this.imageEmbeddings(start) : undefined;
     try {
       for (let i = 0; i < maxNewTokens; i++) {
         if (ids.length >= cfg.nCtx) break;
         // Only the final position is unembedded: full logits would be wasted work.
-        const next = tf.tidy(() => this.run({ ...padBatch([ids]), images: start.images }, { finalPositionOnly: true, imageEmbeds }).reshape([-1]).argMax());
+        const next = tf.tidy(() => this.run({ ...padBatch([ids]), images: start.images }, { finalPositionOnly: true, imageEmbeds, ...(opts.fwdHooks ? { fwdHooks: opts.fwdHooks } : {}) }).reshape([-1]).argMax());
         const id = next.dataSync()[0];
         next.dispose();
         ids.push(id);

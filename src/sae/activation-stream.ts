@@ -118,10 +118,13 @@ interface OpenFile {
   promptIndex: number;
   posIndex: number;
   tokenIndex: number;
+  /** Column index of `modality` (vision-language caches), or -1. */
+  modalityIndex: number;
 }
 
 const MAGIC = 'ARROW1';
 const INDEX_COLUMNS = ['prompt', 'pos', 'token'] as const;
+const NON_HOOK_COLUMNS = [...INDEX_COLUMNS, 'image', 'modality', 'logits'] as const;
 const EOS_MARKER = Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0);
 const DEFAULT_BUFFER_ROWS = 16384;
 const DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024;
@@ -183,34 +186,54 @@ function blockRows(meta: Uint8Array, file: string, i: number): number {
   return rows;
 }
 
-function openCacheFile(file: string, hook: string): OpenFile {
-  let fd: number;
+/** The file's size and decoded footer (magic and length checked). */
+function readFooter(fd: number, file: string): { size: number; footer: Footer; footerStart: number } {
+  const size = fs.fstatSync(fd).size;
+  if (size < 8) fail(`${file}: not an Arrow IPC file (only ${size} bytes)`);
+  const head = readAt(fd, file, 0, 8);
+  if (!hasMagic(head)) {
+    const isStream = head[0] === 0xff && head[1] === 0xff && head[2] === 0xff && head[3] === 0xff;
+    fail(isStream ? `${file}: is an Arrow IPC stream, not an Arrow IPC file` : `${file}: not an Arrow IPC file (missing ARROW1 magic)`);
+  }
+  if (size < 18) fail(`${file}: truncated Arrow IPC file (no footer)`);
+  const tail = readAt(fd, file, size - 10, 10);
+  if (!hasMagic(tail.subarray(4))) fail(`${file}: truncated Arrow IPC file (no footer)`);
+  const footerLen = new DataView(tail.buffer, tail.byteOffset).getInt32(0, true);
+  const footerStart = size - 10 - footerLen;
+  if (footerLen <= 0 || footerStart < 8) fail(`${file}: corrupt Arrow IPC file (bad footer length ${footerLen})`);
+  let footer: Footer;
   try {
-    fd = fs.openSync(file, 'r');
+    footer = Footer.decode(readAt(fd, file, footerStart, footerLen));
+  } catch (e) {
+    if (e instanceof HooklensError) throw e;
+    fail(`${file}: corrupt Arrow IPC file (unreadable footer: ${errMsg(e)})`);
+  }
+  return { size, footer, footerStart };
+}
+
+function openCacheFd(file: string): number {
+  try {
+    return fs.openSync(file, 'r');
   } catch (e) {
     fail(`cannot read activation cache ${file}: ${errMsg(e)}`);
   }
+}
+
+/** Hook columns of a cache file, from its footer alone (no record batch is read). */
+export function cacheHookColumns(file: string): string[] {
+  const fd = openCacheFd(file);
   try {
-    const size = fs.fstatSync(fd).size;
-    if (size < 8) fail(`${file}: not an Arrow IPC file (only ${size} bytes)`);
-    const head = readAt(fd, file, 0, 8);
-    if (!hasMagic(head)) {
-      const isStream = head[0] === 0xff && head[1] === 0xff && head[2] === 0xff && head[3] === 0xff;
-      fail(isStream ? `${file}: is an Arrow IPC stream, not an Arrow IPC file` : `${file}: not an Arrow IPC file (missing ARROW1 magic)`);
-    }
-    if (size < 18) fail(`${file}: truncated Arrow IPC file (no footer)`);
-    const tail = readAt(fd, file, size - 10, 10);
-    if (!hasMagic(tail.subarray(4))) fail(`${file}: truncated Arrow IPC file (no footer)`);
-    const footerLen = new DataView(tail.buffer, tail.byteOffset).getInt32(0, true);
-    const footerStart = size - 10 - footerLen;
-    if (footerLen <= 0 || footerStart < 8) fail(`${file}: corrupt Arrow IPC file (bad footer length ${footerLen})`);
-    let footer: Footer;
-    try {
-      footer = Footer.decode(readAt(fd, file, footerStart, footerLen));
-    } catch (e) {
-      if (e instanceof HooklensError) throw e;
-      fail(`${file}: corrupt Arrow IPC file (unreadable footer: ${errMsg(e)})`);
-    }
+    const { footer } = readFooter(fd, file);
+    return footer.schema.fields.map((f) => f.name).filter((n) => !(NON_HOOK_COLUMNS as readonly string[]).includes(n));
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function openCacheFile(file: string, hook: string): OpenFile {
+  const fd = openCacheFd(file);
+  try {
+    const { size, footer, footerStart } = readFooter(fd, file);
     const schema = footer.schema;
     const fieldIdx = new Map(schema.fields.map((f, i) => [f.name, i]));
     const idx: Record<string, number> = {};
@@ -268,6 +291,7 @@ function openCacheFile(file: string, hook: string): OpenFile {
       promptIndex: idx.prompt,
       posIndex: idx.pos,
       tokenIndex: idx.token,
+      modalityIndex: fieldIdx.get('modality') ?? -1,
     };
   } catch (e) {
     try { fs.closeSync(fd); } catch { /* ignore */ }
@@ -275,12 +299,15 @@ function openCacheFile(file: string, hook: string): OpenFile {
   }
 }
 
-interface DecodedBatch {
+/** One record batch as stored: rows in file order. */
+export interface DecodedBatch {
   rows: number;
   acts: Float32Array;
   prompt: Int32Array;
   pos: Int32Array;
   token: Int32Array;
+  /** Per row 1 = image position, 0 = text (only when the cache has a `modality` column). */
+  modality?: Uint8Array;
 }
 
 function checkPositiveInt(name: string, v: number | undefined): void {
@@ -485,6 +512,23 @@ export class ActivationStream implements Iterable<ActivationBatch> {
     if (k > 0 && !dropLast) yield finish(k);
   }
 
+  /**
+   * Every record batch of every file, in file order, unshuffled and unfiltered — for consumers
+   * that select rows themselves (probing). Holds one decoded batch at a time.
+   */
+  *recordBatches(): Generator<DecodedBatch & { file: number }, void, undefined> {
+    if (this.closed) fail(`activation stream (${this.files.join(', ')}): already closed`);
+    const st = (this.current = this.freshStats());
+    for (let fi = 0; fi < this.opened.length; fi++) {
+      for (let bi = 0; bi < this.opened[fi].blocks.length; bi++) {
+        const rb = this.readBlock(fi, bi, st);
+        st.heldRows = rb.rows;
+        st.peakHeldRows = Math.max(st.peakHeldRows, rb.rows);
+        yield { ...rb, file: fi };
+      }
+    }
+  }
+
   /** Close the file descriptors. Idempotent. */
   close(): void {
     if (this.closed) return;
@@ -548,7 +592,18 @@ export class ActivationStream implements Iterable<ActivationBatch> {
       if (d.nullCount > 0 || child.nullCount > 0) fail(`${f.path}: column "${this.hook}" has nulls (record batch ${bi})`);
       const acts = (child.values as Float32Array).subarray(0, rows * this.dIn);
       if (acts.length !== rows * this.dIn) fail(`${f.path}: corrupt Arrow IPC file (record batch ${bi}: column "${this.hook}" is short)`);
-      return { rows, acts, prompt: int(f.promptIndex, 'prompt'), pos: int(f.posIndex, 'pos'), token: int(f.tokenIndex, 'token') };
+      const out: DecodedBatch = { rows, acts, prompt: int(f.promptIndex, 'prompt'), pos: int(f.posIndex, 'pos'), token: int(f.tokenIndex, 'token') };
+      if (f.modalityIndex >= 0) {
+        const col = rb.getChildAt(f.modalityIndex)!;
+        const modality = new Uint8Array(rows);
+        for (let k = 0; k < rows; k++) {
+          const v = col.get(k);
+          if (v !== 'text' && v !== 'image') fail(`${f.path}: column "modality" is ${JSON.stringify(v)} in record batch ${bi}, not 'text' or 'image'`);
+          modality[k] = v === 'image' ? 1 : 0;
+        }
+        out.modality = modality;
+      }
+      return out;
     } catch (e) {
       if (e instanceof HooklensError) throw e;
       fail(`${f.path}: corrupt Arrow IPC file (record batch ${bi}: ${errMsg(e)})`);

@@ -1,6 +1,7 @@
 /** Locating the shared reference fixtures; tests fail loudly (not skip) when they are missing. */
 import fs from 'node:fs';
 import path from 'node:path';
+import { expect } from 'vitest';
 import { fileURLToPath } from 'node:url';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -49,6 +50,16 @@ export function maxScaledDiff(a: ArrayLike<number>, b: ArrayLike<number>): numbe
     if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
   }
   return m;
+}
+
+/** Every cached activation has the reference's per-position shape and values (≤ tol, scaled). */
+export function expectCacheMatches(cache: { get(name: string): { shape: number[]; dataSync(): ArrayLike<number> } }, activations: Record<string, { shape: number[]; values: number[] }>, tol = 1e-4): void {
+  for (const [n, want] of Object.entries(activations)) {
+    const act = cache.get(n);
+    expect(act.shape.slice(1), n).toEqual(want.shape);
+    const diff = maxScaledDiff(act.dataSync(), want.values);
+    expect(diff, `${n} max diff ${diff}`).toBeLessThan(tol);
+  }
 }
 
 /** The `patching` block of a reference file. */
