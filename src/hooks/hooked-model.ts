@@ -47,6 +47,16 @@ export interface CacheOptions extends RunOptions {
   posSlice?: PosSlice;
 }
 
+export interface GenerateOptions {
+  stopAtEos?: boolean;
+  /** Images for the prompts' placeholders, in prompt order. */
+  images?: ImageBatch;
+  /** Forward hooks: they fire on the prompt pass and on every new position. */
+  fwdHooks?: FwdHook[];
+  /** Reuse past keys/values (default true); false reruns the whole sequence every step. */
+  kvCache?: boolean;
+}
+
 export interface GradientResult {
   value: number;
   grads: Map<string, tf.Tensor>;
@@ -95,7 +105,9 @@ export interface HookedModel extends HookSpace {
     opts?: CacheOptions & { cacheNames?: HookSelector[] | HookSelector },
   ): GradientResult;
   /** Greedy decoding; returns prompt (placeholders expanded) and new token ids. */
-  generate(prompt: string | number[], maxNewTokens: number, opts?: { stopAtEos?: boolean; images?: ImageBatch; fwdHooks?: FwdHook[] }): number[];
+  generate(prompt: string | number[], maxNewTokens: number, opts?: GenerateOptions): number[];
+  /** Several prompts at once (left-padded); each row: its prompt ids, then its new tokens. */
+  generateBatch(prompts: readonly (string | number[])[], maxNewTokens: number, opts?: GenerateOptions): number[][];
 
   /** Final norm without hooks, for logit lens and direct logit attribution. x: [..., d]. */
   applyFinalNorm(x: tf.Tensor): tf.Tensor;

@@ -13,12 +13,13 @@ import type { GraphExtras, GraphRun, InputDims, ModelGraph, Stage } from '../mod
 import { imageCount, type ImageBatch } from '../models/image-batch.js';
 import type { RelpRule } from '../models/grad-rules.js';
 import { expandImagePlaceholders } from '../models/stages/splice.js';
-import type { TokenBatch } from '../models/transformer.js';
+import { validateTokens, type TokenBatch } from '../models/transformer.js';
 import type { WeightMap } from '../models/weights.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
 import { ActivationCache } from './activation-cache.js';
 import { isOptInHook, positionAxis, resolveHookNames, type HookSelector } from './hook-names.js';
-import type { CacheOptions, FwdHook, GradientResult, HookFn, HookedModel, ModelInput, MultimodalInput, PosSlice, RunOptions } from './hooked-model.js';
+import { KvCache } from '../models/kv-cache.js';
+import type { CacheOptions, FwdHook, GenerateOptions, GradientResult, HookFn, HookedModel, ModelInput, MultimodalInput, PosSlice, RunOptions } from './hooked-model.js';
 import { isTokenBatch, lastPositions, padBatch, type PaddingSide } from './token-batch.js';
 
 interface ForwardPlan {
@@ -34,6 +35,20 @@ interface ForwardPlan {
 
 function isMultimodal(x: unknown): x is MultimodalInput {
   return typeof x === 'object' && x !== null && 'prompts' in x && 'images' in x;
+}
+
+
+/** [b, T] ids and mask with one more column: the new token, a real position in every row. */
+function appendColumn(ids: Int32Array, mask: Int32Array, b: number, T: number, next: ArrayLike<number>): { ids: Int32Array; mask: Int32Array } {
+  const ids2 = new Int32Array(b * (T + 1));
+  const mask2 = new Int32Array(b * (T + 1));
+  for (let r = 0; r < b; r++) {
+    ids2.set(ids.subarray(r * T, (r + 1) * T), r * (T + 1));
+    mask2.set(mask.subarray(r * T, (r + 1) * T), r * (T + 1));
+    ids2[r * (T + 1) + T] = next[r];
+    mask2[r * (T + 1) + T] = 1;
+  }
+  return { ids: ids2, mask: mask2 };
 }
 
 export class StagedModel implements HookedModel {
@@ -148,7 +163,7 @@ export class StagedModel implements HookedModel {
 
   run(input: ModelInput, opts: RunOptions = {}): tf.Tensor3D {
     const tokens = this.toTokens(input, opts.padding);
-    return tf.tidy(() => this.forward(tokens, this.plan(tokens, opts.fwdHooks, undefined, undefined, opts.rules), opts)) as tf.Tensor3D;
+    return tf.tidy(() => this.forward(tokens, this.plan(tokens, opts.fwdHooks, undefined, undefined, opts.rules, opts.kvCache?.length ?? 0), opts)) as tf.Tensor3D;
   }
 
   runWithHooks(input: ModelInput, fwdHooks: FwdHook[], opts: RunOptions = {}): tf.Tensor3D {
@@ -206,29 +221,57 @@ export class StagedModel implements HookedModel {
     }
   }
 
-  generate(prompt: string | number[], maxNewTokens: number, opts: { stopAtEos?: boolean; images?: ImageBatch; fwdHooks?: FwdHook[] } = {}): number[] {
-    const start = this.toTokens(opts.images ? { prompts: typeof prompt === 'string' ? prompt : [prompt], images: opts.images } : typeof prompt === 'string' ? prompt : [prompt]);
-    const ids = Array.from(start.ids);
+  generate(prompt: string | number[], maxNewTokens: number, opts: GenerateOptions = {}): number[] {
+    return this.generateBatch([prompt], maxNewTokens, opts)[0];
+  }
+
+  /**
+   * Greedy decoding of several prompts at once (left-padded, so every row's next token is the
+   * last column). With the KV cache (default) each step runs only the new tokens through the
+   * blocks; forward hooks fire on every pass — the prompt pass, then each new position. Returns
+   * each prompt's ids (placeholders expanded) followed by its new tokens, up to its EOS with
+   * stopAtEos.
+   */
+  generateBatch(prompts: readonly (string | number[])[], maxNewTokens: number, opts: GenerateOptions = {}): number[][] {
+    if (prompts.length === 0) fail('generate: no prompts');
+    const seqs = prompts.map((p) => (typeof p === 'string' ? this.encode(p) : p));
+    const start = this.toTokens(opts.images ? { prompts: seqs, images: opts.images } : seqs, 'left');
     const cfg = this.cfg;
     const eos = cfg.eosTokenId ?? this.tokenizer?.eosTokenId ?? null;
-    // Check the prompt itself even when no new token fits (it may already exceed the context).
+    // Check the prompts themselves even when no new token fits (they may already exceed the context).
     this.graph.validate(start, 'prompt');
-    // The images do not change while decoding: embed them once (unless hooks may edit the tower).
-    const imageEmbeds = start.images && !opts.fwdHooks?.length ? this.imageEmbeddings(start) : undefined;
+    const b = start.batch;
+    let T = start.seqLen;
+    let ids = start.ids;
+    let mask = start.mask;
+    const out = Array.from({ length: b }, (_, r) => Array.from(ids.subarray(r * T, (r + 1) * T)).filter((_, t) => mask[r * T + t] === 1));
+    const longest = Math.max(...out.map((o) => o.length));
+    const done = new Array<boolean>(b).fill(false);
+    const hooks = opts.fwdHooks?.length ? { fwdHooks: opts.fwdHooks } : {};
+    const kvCache = opts.kvCache === false ? undefined : new KvCache(cfg.nLayers, b);
+    // Without a cache every step reruns the prompt: embed its images once (unless hooks may edit the tower).
+    const imageEmbeds = !kvCache && start.images && !opts.fwdHooks?.length ? this.imageEmbeddings(start) : undefined;
     try {
-      for (let i = 0; i < maxNewTokens; i++) {
-        if (ids.length >= cfg.nCtx) break;
+      for (let i = 0; i < maxNewTokens && longest + i < cfg.nCtx; i++) {
+        const batch: TokenBatch = { ids, mask, batch: b, seqLen: T, ...(start.images ? { images: start.images } : {}) };
         // Only the final position is unembedded: full logits would be wasted work.
-        const next = tf.tidy(() => this.run({ ...padBatch([ids]), images: start.images }, { finalPositionOnly: true, imageEmbeds, ...(opts.fwdHooks ? { fwdHooks: opts.fwdHooks } : {}) }).reshape([-1]).argMax());
-        const id = next.dataSync()[0];
+        const next = tf.tidy(() => this.run(batch, { finalPositionOnly: true, ...(kvCache ? { kvCache } : {}), ...(imageEmbeds ? { imageEmbeds } : {}), ...hooks }).reshape([b, -1]).argMax(-1));
+        const nextIds = next.dataSync();
         next.dispose();
-        ids.push(id);
-        if (opts.stopAtEos && id === eos) break;
+        ({ ids, mask } = appendColumn(ids, mask, b, T, nextIds));
+        T++;
+        for (let r = 0; r < b; r++) {
+          if (done[r]) continue;
+          out[r].push(nextIds[r]);
+          if (opts.stopAtEos && nextIds[r] === eos) done[r] = true;
+        }
+        if (done.every(Boolean)) break;
       }
     } finally {
+      kvCache?.dispose();
       imageEmbeds?.dispose();
     }
-    return ids;
+    return out;
   }
 
   /** Projector output for a batch's images (no hooks fire). */
@@ -274,9 +317,13 @@ export class StagedModel implements HookedModel {
     cache?: HookSelector[] | HookSelector,
     posSlice?: PosSlice,
     rules: readonly RelpRule[] = [],
+    past = 0,
   ): ForwardPlan {
     if (this.disposed) fail(`${this.source}: model was disposed`);
-    this.graph.validate(tokens, 'input');
+    // With a KV cache the prefix was checked when it went in: check the new positions as tokens.
+    if (past >= tokens.seqLen) fail(`kv cache holds ${past} positions: the batch of ${tokens.seqLen} has no new ones`);
+    if (past > 0) validateTokens(this.graph.lm!, { ...tokens, ids: tokens.ids.filter((_, i) => i % tokens.seqLen >= past), mask: tokens.mask.filter((_, i) => i % tokens.seqLen >= past), seqLen: tokens.seqLen - past });
+    else this.graph.validate(tokens, 'input');
     const hooks = new Map<string, HookFn[]>();
     for (const [sel, fn] of fwdHooks) {
       for (const name of this.resolveHooks(sel)) {

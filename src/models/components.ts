@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ActivationKind, BlockConfig } from './config.js';
 import { halfRuleProduct, identityRule, stopGradient, type RelpRule } from './grad-rules.js';
+import type { KvCache } from './kv-cache.js';
 
 /**
  * What a stage's code sees of the runtime. Names are local to the stage: the runtime prefixes
@@ -141,9 +142,14 @@ export function applyRope(x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, rotaryDi
 }
 
 export interface AttentionInputs {
-  /** Additive mask [b, 1, T, T]: 0 where attention is allowed, a large negative number elsewhere; none = attend everywhere (ViT). */
+  /**
+   * Additive mask [b, 1, T, Tk]: 0 where attention is allowed, a large negative number elsewhere;
+   * none = attend everywhere (ViT). Tk = T, or past + T with a KV cache.
+   */
   maskBias?: tf.Tensor;
   rope?: { cos: tf.Tensor; sin: tf.Tensor };
+  /** Past keys/values: the new positions' k/v are appended and attention reads all of them. */
+  kvCache?: KvCache;
 }
 
 /**
@@ -185,15 +191,17 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   // kv head are contiguous, so [b, H, T, dh] is [b·K, G·T, dh]: one matmul per kv head, no repeat.
   const G = H / K;
   const qh = tf.transpose(q, [0, 2, 1, 3]).reshape([b * K, G * T, dh]);
-  const kh = tf.transpose(k, [0, 2, 3, 1]).reshape([b * K, dh, T]);
-  const vh = tf.transpose(v, [0, 2, 1, 3]).reshape([b * K, T, dh]);
-  const raw = tf.matMul(qh, kh).reshape([b, H, T, T]);
+  let kh = tf.transpose(k, [0, 2, 3, 1]).reshape([b * K, dh, T]) as tf.Tensor3D;
+  let vh = tf.transpose(v, [0, 2, 1, 3]).reshape([b * K, T, dh]) as tf.Tensor3D;
+  if (inp.kvCache) ({ k: kh, v: vh } = inp.kvCache.extend(l, kh, vh));
+  const Tk = kh.shape[2];
+  const raw = tf.matMul(qh, kh).reshape([b, H, T, Tk]);
   const scaled = tf.mul(raw, 1 / Math.sqrt(dh));
   const scores = ctx.hook(p + 'hook_attn_scores', inp.maskBias ? tf.add(scaled, inp.maskBias) : scaled);
   const pattern = ctx.hook(p + 'hook_pattern', tf.softmax(scores, -1));
   // AH rule: the attention pattern is a constant in the backward pass.
   const mixing = ctx.rules.has('AH') ? stopGradient(pattern) : pattern;
-  const zh = tf.matMul(mixing.reshape([b * K, G * T, T]), vh).reshape([b, H, T, dh]);
+  const zh = tf.matMul(mixing.reshape([b * K, G * T, Tk]), vh).reshape([b, H, T, dh]);
   const z = ctx.hook(p + 'hook_z', tf.transpose(zh, [0, 2, 1, 3]));
   if (!ctx.wants(p + 'hook_result')) return linear(ctx, z.reshape([b, T, H * dh]), w + 'W_O', w + 'b_O');
   const result = ctx.hook(p + 'hook_result', headResults(z, ctx.param(w + 'W_O')));

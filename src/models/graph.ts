@@ -235,6 +235,9 @@ export class LlavaGraph implements ModelGraph {
     const { resumeStage, ...lmExtras } = extras;
     // Resuming inside the language model: the image embeddings are already in its residual stream.
     if (extras.resume && resumeStage !== 'vision_tower') return transformerForward(lmCtx, batch, lmExtras);
+    // A later generation step: the images went into the cache with the prompt, and a generated
+    // image-token id is a plain token (as in transformers, which merges images only with pixel_values).
+    if ((extras.kvCache?.length ?? 0) > 0) return transformerForward(lmCtx, batch, { ...lmExtras, resume: undefined });
     const layout = this.layout(batch);
     if (layoutImageCount(layout) === 0 && !extras.imageEmbeds) return transformerForward(lmCtx, batch, { ...lmExtras, resume: undefined });
     const imageEmbeds = extras.imageEmbeds ?? this.imageEmbeds(run, batch.images, extras);

@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { CholeskyDecomposition, Matrix } from 'ml-matrix';
 import { fail } from '../errors.js';
-import { CHUNK_ROWS, deviceChunks, disposeChunks, featureTransform, toRawSpace, type FeatureTransform, type RowMatrix } from './design-matrix.js';
+import { CHUNK_ROWS, deviceChunks, disposeChunks, featureTransform, toRawSpace, transposedChunks, type FeatureTransform, type RowMatrix } from './design-matrix.js';
 import { minimizeLbfgs, type LbfgsOptions } from './lbfgs.js';
 
 export interface LinearProbeWeights {
@@ -42,6 +42,7 @@ export function fitLogistic(m: RowMatrix, y: Int32Array, classes: number, opts: 
   const K = classes === 2 ? 1 : classes;
   const t = featureTransform(m, opts.standardize);
   const chunks = deviceChunks(m, t);
+  const chunksT = transposedChunks(chunks);
   // Targets per chunk: y as a column for the sigmoid, one-hot rows for the softmax.
   const targets = chunks.map((c, i) =>
     tf.tidy(() => {
@@ -82,12 +83,13 @@ export function fitLogistic(m: RowMatrix, y: Int32Array, classes: number, opts: 
             const denom = tf.add(1, rest);
             r = tf.sub(tf.div(others, denom), tf.mul(yt, tf.div(rest, denom))) as tf.Tensor2D;
           }
-          return [tf.sum(rowLoss), tf.matMul(r, chunks[i], true, false), tf.sum(r, 0)];
+          return [tf.sum(rowLoss), tf.matMul(chunksT[i], r), tf.sum(r, 0)];
         });
         loss += (l.dataSync() as Float32Array)[0];
+        // gw is [d, K]; the parameters are [K, d].
         const gwd = gw.dataSync() as Float32Array;
         const gbd = gb.dataSync() as Float32Array;
-        for (let q = 0; q < P; q++) grad[q] += gwd[q];
+        for (let k = 0; k < K; k++) for (let j = 0; j < d; j++) grad[k * d + j] += gwd[j * K + k];
         for (let k = 0; k < K; k++) grad[P + k] += gbd[k];
         tf.dispose([l, gw, gb]);
       }
@@ -119,6 +121,7 @@ export function fitLogistic(m: RowMatrix, y: Int32Array, classes: number, opts: 
     };
   } finally {
     disposeChunks(chunks);
+    disposeChunks(chunksT);
     disposeChunks(targets);
   }
 }
@@ -139,7 +142,11 @@ export function fitRidge(m: RowMatrix, target: Float64Array, opts: FitOptions): 
       const rows = c.shape[0];
       const yc = new Float32Array(rows);
       for (let r = 0; r < rows; r++) yc[r] = target[i * CHUNK_ROWS + r] - ymean;
-      const [g, v] = tf.tidy(() => [tf.matMul(c, c, true, false), tf.matMul(c, tf.tensor2d(yc, [rows, 1]), true, false)]);
+      // Xᵀ made per chunk: a plain matMul (the transposed-operand one is ~10× slower on wasm).
+      const [g, v] = tf.tidy(() => {
+        const ct = tf.transpose(c) as tf.Tensor2D;
+        return [tf.matMul(ct, c), tf.matMul(ct, tf.tensor2d(yc, [rows, 1]))];
+      });
       const gd = g.dataSync() as Float32Array;
       const vd = v.dataSync() as Float32Array;
       for (let q = 0; q < d * d; q++) gram[q] += gd[q];
