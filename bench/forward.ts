@@ -1,7 +1,9 @@
 /**
  * Forward-pass throughput on a GPT-2-small-shaped model: 128-token forward with no hooks and with
- * every hook cached, the hook overhead ratio, and Arrow cache write speed.
- *   npx tsx bench/forward.ts [--tokens 128] [--reps 5]
+ * every hook cached, the hook overhead ratio, and Arrow cache write speed; then, for 32/128/512
+ * tokens and a batch of 4×128: hooklens on tfjs, hooklens on onnxruntime (no hooks and 12 hook
+ * outputs), and plain onnxruntime (session.run on the same exported graph, inputs prepared once).
+ *   npx tsx bench/forward.ts [--tokens 128] [--reps 5] [--threads N]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,9 +14,15 @@ import { loadModel } from '../src/models/load.js';
 import { writeActivationCache } from '../src/hooks/cache-to-arrow.js';
 import { ArrowCacheWriter } from '../src/io/arrow-cache.js';
 import { gpt2ForwardFlops, makeGpt2SmallCheckpoint } from './gpt2-small-checkpoint.js';
-import { medianSeconds } from './timing.js';
+import { medianSeconds, medianSecondsAsync } from './timing.js';
+import * as ort from 'onnxruntime-node';
+import { OnnxForward } from '../src/onnx/onnx-forward.js';
+import { lmGraph } from '../src/onnx/lm-graph.js';
+import { padBatch } from '../src/hooks/token-batch.js';
+import { maskBias, positionIds } from '../src/models/transformer.js';
 
-const { values } = parseArgs({ options: { tokens: { type: 'string', default: '128' }, reps: { type: 'string', default: '5' } } });
+const { values } = parseArgs({ options: { tokens: { type: 'string', default: '128' }, reps: { type: 'string', default: '5' }, threads: { type: 'string', default: String(os.availableParallelism()) } } });
+const threads = Number(values.threads);
 const T = Number(values.tokens);
 const reps = Number(values.reps);
 
@@ -66,5 +74,35 @@ await writer.close();
 const tWriteCache = (performance.now() - tw) / 1000;
 console.log(`cache write: ${(writer.bytesWritten / 1e6).toFixed(0)} MB in ${tWriteCache.toFixed(2)} s = ${(writer.bytesWritten / 1e6 / tWriteCache).toFixed(0)} MB/s`);
 fs.rmSync(outDir, { recursive: true, force: true });
+
+// tfjs vs onnx vs plain onnxruntime on the same exported graph.
+const onnx = new OnnxForward(model, { threads });
+const twelve = names;
+const plainGraph = lmGraph(model, { hooks: [] });
+const plainSession = await ort.InferenceSession.create(plainGraph.bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all' });
+console.log(`\nonnxruntime: ${threads} intra-op threads`);
+console.log('| shape | hooklens tfjs | hooklens onnx | onnx + 12 hooks | plain ORT | onnx / ORT | hooks / no hooks | tfjs / onnx |');
+console.log('|---|---|---|---|---|---|---|---|');
+for (const [b, n] of [[1, 32], [1, 128], [1, 512], [4, 128]] as const) {
+  const batch = padBatch(Array.from({ length: b }, (_, p) => Array.from({ length: n }, (_, i) => (i * 7919 + p * 31) % 50257)), 'right', 0);
+  const tfjsTime = medianSeconds(() => {
+    const lg = model.run(batch);
+    lg.dataSync();
+    lg.dispose();
+  }, Math.min(reps, 3));
+  const onnxTime = await medianSecondsAsync(() => onnx.run(batch, { hooks: [] }), reps);
+  const hooksTime = await medianSecondsAsync(() => onnx.run(batch, { hooks: twelve }), reps);
+  const mask = maskBias(batch, true);
+  const feeds = {
+    input_ids: new ort.Tensor('int64', BigInt64Array.from(batch.ids, (x) => BigInt(x)), [b, n]),
+    mask_bias: new ort.Tensor('float32', mask.dataSync() as Float32Array, [b, 1, n, n]),
+    positions: new ort.Tensor('int64', BigInt64Array.from(positionIds(batch), (x) => BigInt(x)), [b, n]),
+  };
+  mask.dispose();
+  const ortTime = await medianSecondsAsync(() => plainSession.run(feeds), reps);
+  console.log(`| ${b}×${n} | ${tfjsTime.toFixed(3)} s | ${onnxTime.toFixed(3)} s | ${hooksTime.toFixed(3)} s | ${ortTime.toFixed(3)} s | ${(onnxTime / ortTime).toFixed(2)} | ${(hooksTime / onnxTime).toFixed(2)} | ×${(tfjsTime / onnxTime).toFixed(1)} |`);
+}
+await onnx.dispose();
+await plainSession.release();
 model.dispose();
 fs.rmSync(dir, { recursive: true, force: true });

@@ -5,6 +5,7 @@ import { loadModel } from '../models/load.js';
 import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
 import { promptInputs } from './images.js';
 import { progressBar } from './progress.js';
+import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 
 export const cacheCommand: Command = {
   name: 'cache',
@@ -22,6 +23,7 @@ export const cacheCommand: Command = {
   --out FILE       Arrow IPC file; written to a temp file and renamed when complete
   --batch-size N   prompts per forward pass (default: as many as fit in 256 padded tokens)
   --json           print {"out","rows","bytes","hooks"} when done
+${BACKEND_USAGE}
 
 Columns: prompt:int32, pos:int32, token:int32, one float32 list column per hook (FixedSizeList,
 or List for attention patterns whose key axis varies with prompt length). Schema metadata
@@ -43,6 +45,7 @@ A standalone vision tower (clip_vision_model / siglip_vision_model) takes --imag
       'batch-size': { type: 'string' },
       json: { type: 'boolean' },
       ...IMAGE_OPTION,
+      ...BACKEND_OPTION,
     });
     const modelPath = requireString('cache', values, 'model');
     const out = requireString('cache', values, 'out');
@@ -62,6 +65,7 @@ A standalone vision tower (clip_vision_model / siglip_vision_model) takes --imag
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const bar = progressBar('cache');
+    const onnx = onnxFor(model, 'cache', values.backend, null);
     try {
       const { rows, bytes } = await writeActivationCache(model, prompts, out, {
         hooks,
@@ -70,12 +74,14 @@ A standalone vision tower (clip_vision_model / siglip_vision_model) takes --imag
         batchSize,
         signal: controller.signal,
         onProgress: (d, t) => bar.update(d, t),
+        ...(onnx ? { onnx } : {}),
       });
       bar.stop();
       if (values.json) printJson({ out, rows, bytes, hooks });
       else console.error(`wrote ${rows} rows (${(bytes / 1e6).toFixed(1)} MB) to ${out}`);
     } finally {
       bar.stop();
+      await onnx?.dispose();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }

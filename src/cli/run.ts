@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
+import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
+import { padBatch } from '../hooks/token-batch.js';
 import { loadModel } from '../models/load.js';
 import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
 import { promptInputs } from './images.js';
@@ -19,6 +21,7 @@ export const runCommand: Command = {
                    token is expanded to the image's run of tokens ("tokens" shows the expanded ids)
   --top-k N        how many predictions to show (default 10)
   --json           print {"tokens":[..], "top":[{"token","text","logit","prob"}, ..]}
+${BACKEND_USAGE}
 ${STEER_USAGE}`,
   async run(argv) {
     const { values } = parseOptions('run', argv, {
@@ -29,6 +32,7 @@ ${STEER_USAGE}`,
       json: { type: 'boolean' },
       ...IMAGE_OPTION,
       ...STEER_OPTIONS,
+      ...BACKEND_OPTION,
     });
     const modelPath = requireString('run', values, 'model');
     const [prompt] = promptsFromArgs('run', values, false);
@@ -38,11 +42,20 @@ ${STEER_USAGE}`,
     const [{ ids: tokens, images }] = await promptInputs(model, [prompt], 'run');
     if (tokens.length === 0) fail('run: the prompt tokenizes to no tokens');
     const fwdHooks = steerHooks(model, values);
-    const logits = model.run(images ? { prompts: [tokens], images } : [tokens], fwdHooks.length ? { fwdHooks } : {});
-    const last = tf.tidy(() => logits.slice([0, tokens.length - 1, 0], [1, 1, -1]).reshape([-1]));
+    const onnx = onnxFor(model, 'run', values.backend, fwdHooks.length ? (values.steer ? '--steer' : '--ablate-direction') : null);
+    let last: tf.Tensor1D;
+    if (onnx) {
+      const r = await onnx.run(padBatch([tokens], 'right', 0), { hooks: [], finalPositionOnly: true });
+      last = tf.tensor1d(r.logits!.data);
+      await onnx.dispose();
+    } else {
+      const logits = model.run(images ? { prompts: [tokens], images } : [tokens], fwdHooks.length ? { fwdHooks } : {});
+      last = tf.tidy(() => logits.slice([0, tokens.length - 1, 0], [1, 1, -1]).reshape([-1]) as tf.Tensor1D);
+      logits.dispose();
+    }
     const logitValues = last.dataSync();
     const probs = tf.tidy(() => tf.softmax(last)).dataSync();
-    tf.dispose([logits, last]);
+    last.dispose();
     const order = Array.from(logitValues.keys()).sort((a, b) => logitValues[b] - logitValues[a]).slice(0, Math.min(k, logitValues.length));
     const top = order.map((id) => ({
       token: id,

@@ -13,7 +13,9 @@ import { concatImages, imageCount, type ImageBatch } from '../models/image-batch
 import { expandImagePlaceholders, imagePositionMask, spliceLayout } from '../models/stages/splice.js';
 import { positionAxis } from './hook-names.js';
 import type { HookedModel } from './hooked-model.js';
+import type { OnnxForward } from '../onnx/onnx-forward.js';
 import { padBatch, promptBatches } from './token-batch.js';
+import type { TokenBatch } from '../models/transformer.js';
 
 export interface CacheRunOptions {
   hooks: string[];
@@ -27,6 +29,8 @@ export interface CacheRunOptions {
   signal?: AbortSignal;
   /** Record-batch size limits of the file (smaller batches let streaming readers shuffle better). */
   writer?: ArrowCacheWriterOptions;
+  /** Run the forwards on onnxruntime instead of tfjs (text language models; same values to ~1e-5). */
+  onnx?: OnnxForward;
 }
 
 /** Per-position shape of a hook (-1 marks the key axis of attention tensors, which varies with length). */
@@ -75,15 +79,9 @@ export async function writeActivationCache(
       const groupImages = images.slice(start, start + group.length).filter((x): x is ImageBatch => !!x && imageCount(x) > 0);
       const imgs = groupImages.length ? concatImages(groupImages) : undefined;
       const tokens = model.graph.kind === 'vision-tower' ? model.toTokens({ prompts: [], images: imgs ?? fail(`prompt ${start}: a vision tower needs an image`) }) : { ...padBatch(seqs.slice(start, start + group.length), 'right', 0), ...(imgs ? { images: imgs } : {}) };
-      const { logits, cache } = model.runWithCache(tokens, { names, ...stop });
+      const forward = opts.onnx ? await onnxForward(opts.onnx, tokens, names, stop.stopAtLayer, !!opts.logits) : tfjsForward(model, tokens, names, stop, !!opts.logits);
       try {
-        // Pull each hook to the host once per batch, then cut per prompt.
-        const host = new Map<string, { data: Float32Array; shape: number[] }>();
-        for (const n of names) {
-          const t = cache.get(n);
-          host.set(n, { data: t.dataSync() as Float32Array, shape: t.shape });
-        }
-        if (opts.logits) host.set('logits', { data: logits.dataSync() as Float32Array, shape: logits.shape });
+        const host = forward.host;
         if (towerRows) {
           // Row b·P + p of a tower hook is patch position p of image b (images in prompt order).
           let img = 0;
@@ -108,8 +106,7 @@ export async function writeActivationCache(
           });
         }
       } finally {
-        cache.dispose();
-        logits.dispose();
+        forward.dispose();
       }
       opts.onProgress?.(start + group.length, prompts.length);
       // Let signal handlers run between batches.
@@ -121,6 +118,34 @@ export async function writeActivationCache(
     writer.abort();
     throw e;
   }
+}
+
+type HostMap = Map<string, { data: Float32Array; shape: number[] }>;
+
+/** One batch on tfjs: each hook pulled to the host once, then cut per prompt. */
+function tfjsForward(model: HookedModel, tokens: Parameters<HookedModel['runWithCache']>[0], names: string[], stop: ReturnType<HookedModel['graph']['stopFor']>, logits: boolean): { host: HostMap; dispose(): void } {
+  const r = model.runWithCache(tokens, { names, ...stop });
+  const host: HostMap = new Map();
+  try {
+    for (const n of names) {
+      const t = r.cache.get(n);
+      host.set(n, { data: t.dataSync() as Float32Array, shape: t.shape });
+    }
+    if (logits) host.set('logits', { data: r.logits.dataSync() as Float32Array, shape: r.logits.shape });
+  } catch (e) {
+    r.cache.dispose();
+    r.logits.dispose();
+    throw e;
+  }
+  return { host, dispose: () => (r.cache.dispose(), r.logits.dispose()) };
+}
+
+/** One batch on onnxruntime: the hooks are graph outputs, already on the host. */
+async function onnxForward(onnx: OnnxForward, tokens: TokenBatch, names: string[], stopAtLayer: number | undefined, logits: boolean): Promise<{ host: HostMap; dispose(): void }> {
+  const r = await onnx.run(tokens, { hooks: names, ...(stopAtLayer !== undefined ? { stopAtLayer } : {}) });
+  const host: HostMap = new Map(r.hooks);
+  if (logits && r.logits) host.set('logits', r.logits);
+  return { host, dispose: () => {} };
 }
 
 /** Token budget per forward: on the wasm backend, one long prompt per pass is fastest. */

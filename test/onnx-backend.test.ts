@@ -1,0 +1,145 @@
+/**
+ * The onnxruntime path: the exported graph reproduces the independent reference (logits and every
+ * reference activation ≤1e-4) and the tfjs forward (every hook, padded batches, final position
+ * only, early stop); `run` and `cache` give the same numbers on both backends; bad choices fail in
+ * one line.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../src/backend/index.js';
+import type { HookedModel } from '../src/hooks/hooked-model.js';
+import { padBatch } from '../src/hooks/token-batch.js';
+import { readArrowCache } from '../src/io/arrow-cache.js';
+import { loadModel } from '../src/models/load.js';
+import { OnnxForward } from '../src/onnx/onnx-forward.js';
+import { cliSuite, stderrLines, type CliResult } from './helpers/cli-run.js';
+import { loadReference, maxScaledDiff, modelPath } from './helpers/fixtures.js';
+
+const MODELS = ['tiny-gpt2', 'tiny-llama', 'tiny-qwen2', 'stories260K'] as const;
+const TIMEOUT = 120_000;
+const { caseDir, cli } = cliSuite('hooklens-onnx-');
+
+beforeAll(async () => {
+  await initBackend();
+});
+
+describe.each(MODELS)('%s on onnxruntime', (name) => {
+  const ref = loadReference(name);
+  let model: HookedModel;
+  let onnx: OnnxForward;
+  beforeAll(async () => {
+    model = await loadModel(modelPath(name));
+    onnx = new OnnxForward(model);
+  });
+  afterAll(async () => {
+    await onnx?.dispose();
+    model?.dispose();
+  });
+
+  it('logits and every reference activation match the independent reference (≤1e-4)', async () => {
+    const names = Object.keys(ref.activations);
+    const r = await onnx.run(padBatch([ref.tokens], 'right', 0), { hooks: names });
+    expect(r.logits!.shape).toEqual([1, ...ref.logits_shape]);
+    expect(maxScaledDiff(r.logits!.data, ref.logits)).toBeLessThan(1e-4);
+    for (const n of names) {
+      const got = r.hooks.get(n)!;
+      expect(got.shape.slice(1), n).toEqual(ref.activations[n].shape);
+      expect(maxScaledDiff(got.data, ref.activations[n].values), n).toBeLessThan(1e-4);
+    }
+  });
+
+  it('every hook equals the tfjs forward on right- and left-padded batches (≤1e-4)', async () => {
+    const hooks = model.hookNames().filter((h) => !h.endsWith('hook_result'));
+    const V = model.cfg.dVocab;
+    const prompts = [ref.tokens.slice(0, 9), ref.tokens.slice(0, 4).map((t) => (t + 3) % V)];
+    for (const side of ['right', 'left'] as const) {
+      const tokens = padBatch(prompts, side, 0);
+      const r = await onnx.run(tokens, { hooks });
+      const { logits, cache } = model.runWithCache(tokens, { names: hooks });
+      // Padded positions hold arbitrary values on both paths; compare real positions only.
+      const real = (data: ArrayLike<number>, shape: number[]) => {
+        const per = shape.slice(2).reduce((a, c) => a * c, 1);
+        const out: number[] = [];
+        for (let b = 0; b < shape[0]; b++) for (let t = 0; t < shape[1]; t++) if (tokens.mask[b * tokens.seqLen + t]) for (let j = 0; j < per; j++) out.push(data[(b * shape[1] + t) * per + j]);
+        return out;
+      };
+      expect(maxScaledDiff(real(r.logits!.data, r.logits!.shape), real(logits.dataSync(), logits.shape)), `${side} logits`).toBeLessThan(1e-4);
+      for (const h of hooks) {
+        const t = cache.get(h);
+        expect(r.hooks.get(h)!.shape, h).toEqual(t.shape);
+        // Attention tensors are [b, head, q, k]: their position axis is not axis 1; compare whole.
+        const whole = /hook_(attn_scores|pattern)$/.test(h);
+        const a = whole ? Array.from(r.hooks.get(h)!.data) : real(r.hooks.get(h)!.data, t.shape);
+        const b = whole ? Array.from(t.dataSync()) : real(t.dataSync(), t.shape);
+        expect(maxScaledDiff(a, b), `${side} ${h}`).toBeLessThan(1e-4);
+      }
+      cache.dispose();
+      logits.dispose();
+    }
+  });
+
+  it('final-position logits and an early stop match tfjs', async () => {
+    const tokens = padBatch([ref.tokens.slice(0, 7), ref.tokens.slice(0, 3)], 'right', 0);
+    const f = await onnx.run(tokens, { hooks: [], finalPositionOnly: true });
+    const t = model.run(tokens, { finalPositionOnly: true });
+    expect(f.logits!.shape).toEqual(t.shape);
+    expect(maxScaledDiff(f.logits!.data, t.dataSync())).toBeLessThan(1e-4);
+    t.dispose();
+    const s = await onnx.run(tokens, { hooks: ['blocks.0.hook_resid_post'], stopAtLayer: 0 });
+    expect(s.logits).toBeNull();
+    const { logits, cache } = model.runWithCache(tokens, { names: ['blocks.0.hook_resid_post'], stopAtLayer: 0 });
+    expect(maxScaledDiff(s.hooks.get('blocks.0.hook_resid_post')!.data, cache.get('blocks.0.hook_resid_post').dataSync())).toBeLessThan(1e-4);
+    cache.dispose();
+    logits.dispose();
+  });
+});
+
+describe('--backend on the command line', () => {
+  function info(r: CliResult): string {
+    return `exit ${r.code}\n${r.stdout.slice(0, 800)}\n${r.stderr.slice(0, 1500)}`;
+  }
+  const M = () => modelPath('stories260K');
+
+  it('run: onnx and tfjs give the same top predictions', { timeout: TIMEOUT }, async () => {
+    const args = ['run', '--model', M(), '--text', 'Once upon a time, there was a little', '--top-k', '8', '--json'];
+    const [a, b, c] = await Promise.all([cli([...args, '--backend', 'onnx']), cli([...args, '--backend', 'tfjs']), cli(args)]);
+    for (const r of [a, b, c]) expect(r.code, info(r)).toBe(0);
+    const ta = JSON.parse(a.stdout).top as { token: number; logit: number }[];
+    const tb = JSON.parse(b.stdout).top as { token: number; logit: number }[];
+    expect(ta.map((t) => t.token)).toEqual(tb.map((t) => t.token));
+    ta.forEach((t, i) => expect(Math.abs(t.logit - tb[i].logit)).toBeLessThan(1e-4));
+    expect(JSON.parse(c.stdout).top.map((t: { token: number }) => t.token)).toEqual(ta.map((t) => t.token));
+  });
+
+  it('cache: the onnx file holds the tfjs values (≤1e-4), including attention patterns and logits', { timeout: TIMEOUT }, async () => {
+    const d = caseDir('cache');
+    const prompts = path.join(d, 'p.jsonl');
+    fs.writeFileSync(prompts, ['Once upon a time', 'Lily saw a big dog. She', 'The sun'].map((t) => JSON.stringify({ text: t })).join('\n'));
+    const args = (b: string) => ['cache', '--model', M(), '--prompts', prompts, '--hooks', 'blocks.*.hook_resid_post,blocks.1.attn.hook_pattern,ln_final.hook_normalized', '--logits', '--backend', b, '--out', path.join(d, `${b}.arrow`)];
+    const [a, b] = await Promise.all([cli(args('onnx')), cli(args('tfjs'))]);
+    expect(a.code, info(a)).toBe(0);
+    expect(b.code, info(b)).toBe(0);
+    const x = readArrowCache(path.join(d, 'onnx.arrow'));
+    const y = readArrowCache(path.join(d, 'tfjs.arrow'));
+    expect(Array.from(x.token)).toEqual(Array.from(y.token));
+    expect(Object.keys(x.columns).sort()).toEqual(Object.keys(y.columns).sort());
+    for (const [n, col] of Object.entries(x.columns)) {
+      const other = y.columns[n];
+      const flat = (c: typeof col) => (c.data ? Array.from(c.data) : c.lists!.flatMap((l) => Array.from(l)));
+      expect(maxScaledDiff(flat(col), flat(other)), n).toBeLessThan(1e-4);
+    }
+  });
+
+  const bad: [string, string[], RegExp][] = [
+    ['an unknown backend', ['run', '--model', modelPath('tiny-llama'), '--tokens', '1,2,3', '--backend', 'gpu'], /--backend must be tfjs, onnx or auto, got 'gpu'/],
+    ['onnx for a vision-language model', ['run', '--model', path.resolve(modelPath('tiny-llama'), '../tiny-llava'), '--tokens', '1,200,3', '--image', `${path.resolve(modelPath('tiny-llama'), '../tiny-llava')}/pixel_values.safetensors#0`, '--backend', 'onnx'], /--backend onnx runs text language models only/],
+  ];
+  for (const [label, args, re] of bad) {
+    it(`bad input: ${label} — one line, exit ≠ 0`, { timeout: TIMEOUT }, async () => {
+      const r = await cli(args);
+      expect(r.code, info(r)).not.toBe(0);
+      expect(stderrLines(r.stderr)).toEqual([expect.stringMatching(re)]);
+    });
+  }
+});
