@@ -14,7 +14,9 @@ import { readArrowCache } from '../src/io/arrow-cache.js';
 import { loadModel } from '../src/models/load.js';
 import { OnnxForward } from '../src/onnx/onnx-forward.js';
 import { cliSuite, stderrLines, type CliResult } from './helpers/cli-run.js';
-import { loadReference, maxScaledDiff, modelPath } from './helpers/fixtures.js';
+import { loadReference, maxScaledDiff, modelPath, patchingReference } from './helpers/fixtures.js';
+import { PatchingSession } from '../src/patching/session.js';
+import * as tf from '@tensorflow/tfjs';
 
 const MODELS = ['tiny-gpt2', 'tiny-llama', 'tiny-qwen2', 'stories260K'] as const;
 const TIMEOUT = 120_000;
@@ -92,6 +94,43 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
     expect(maxScaledDiff(s.hooks.get('blocks.0.hook_resid_post')!.data, cache.get('blocks.0.hook_resid_post').dataSync())).toBeLessThan(1e-4);
     cache.dispose();
     logits.dispose();
+  });
+});
+
+describe.each(MODELS)('%s: activation patching on onnxruntime', (name) => {
+  const ref = patchingReference(name);
+  let model: HookedModel;
+  let onnx: OnnxForward;
+  beforeAll(async () => {
+    model = await loadModel(modelPath(name));
+    onnx = new OnnxForward(model);
+  });
+  afterAll(async () => {
+    await onnx?.dispose();
+    model?.dispose();
+  });
+
+  it('resid_pre, attn_out and mlp_out grids equal the reference (≤1e-4); head_out and pattern equal the tfjs grids', async () => {
+    const pair = { clean: ref.clean, corrupt: ref.corrupt, answer: ref.answer, wrong: ref.wrong };
+    // A small batch budget forces several chunks per layer.
+    const session = new PatchingSession(model, [pair], { onnx, maxBatchTokens: 4 * ref.clean.length });
+    const plain = new PatchingSession(model, [pair]);
+    for (const component of ['resid_pre', 'attn_out', 'mlp_out'] as const) {
+      const grid = await session.gridAsync(component, 'activation');
+      const want = ref.grids[component].activation;
+      const got = (grid.scores as number[][]).flat();
+      expect(Math.max(...got.map((v, i) => Math.abs(v - want[i]))), component).toBeLessThan(1e-4);
+    }
+    for (const component of ['head_out', 'pattern'] as const) {
+      const a = (await session.gridAsync(component, 'activation')).scores.flat(3) as number[];
+      const b = plain.grid(component, 'activation').scores.flat(3) as number[];
+      expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), component).toBeLessThan(1e-4);
+    }
+    const before = tf.memory().numTensors;
+    await session.gridAsync('mlp_out', 'activation');
+    expect(tf.memory().numTensors).toBe(before);
+    session.dispose();
+    plain.dispose();
   });
 });
 

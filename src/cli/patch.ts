@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
+import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { fail } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { DEFAULT_RELP_RULES, RELP_RULES, type RelpRule } from '../models/grad-rules.js';
@@ -9,7 +10,7 @@ import { readPairsFile, tokenizePairs, type TextPair } from '../patching/pairs.j
 import { writePatchingReport } from '../patching/report.js';
 import { PatchingSession } from '../patching/session.js';
 import { COMPONENT_NAMES } from '../patching/sites.js';
-import { runSuite } from '../patching/suite.js';
+import { runSuiteAsync } from '../patching/suite.js';
 import type { Component, Method } from '../patching/types.js';
 import { IMAGE_OPTION, parseOptions, parseTokenList, printJson, requireString, type Command } from './args.js';
 import { imagesFromFiles } from './images.js';
@@ -49,6 +50,8 @@ export const patchCommand: Command = {
   --grad-drop     AtP*: GradDrop
   --report FILE   HTML report: heatmaps of activation, atp and relp for the component and their
                   agreement (Pearson, Spearman, top-k overlap with activation patching)
+${BACKEND_USAGE}
+                   (for patch: activation patching's patched forwards; AtP/RelP are tfjs)
   A probe's direction can be steered or ablated in every forward of the session:
 ${STEER_USAGE}
 
@@ -81,6 +84,7 @@ Output (--out, and stdout with --json):
       'clean-image': { type: 'string', multiple: true },
       'corrupt-image': { type: 'string', multiple: true },
       ...STEER_OPTIONS,
+      ...BACKEND_OPTION,
     });
     const modelPath = requireString('patch', values, 'model');
     const out = requireString('patch', values, 'out');
@@ -112,11 +116,13 @@ Output (--out, and stdout with --json):
     const bar = progressBar(`patch ${component}`);
     // A probe intervention applies to every forward of the session (clean, corrupt and patched).
     const fwdHooks = steerHooks(model, values);
-    const session = new PatchingSession(model, pairs, { metric, direction, ...(fwdHooks.length ? { fwdHooks } : {}), onProgress: (d, t) => bar.update(d, t) });
+    // Activation patching's patched forwards run on onnxruntime where they can (text LMs, no JS hooks).
+    const onnx = onnxFor(model, 'patch', values.backend, fwdHooks.length ? (values.steer ? '--steer' : '--ablate-direction') : null);
+    const session = new PatchingSession(model, pairs, { metric, direction, ...(fwdHooks.length ? { fwdHooks } : {}), ...(onnx ? { onnx } : {}), onProgress: (d, t) => bar.update(d, t) });
     try {
       const gridOpts = { rules, qkFix: values['qk-fix'], gradDrop: values['grad-drop'] };
       const methods = values.report ? [method, ...METHODS.filter((m) => m !== method)] : [method];
-      const suite = runSuite(session, [component], methods, gridOpts);
+      const suite = await runSuiteAsync(session, [component], methods, gridOpts);
       bar.stop();
       const grid = suite.grids[0];
       const result = {
@@ -141,6 +147,7 @@ Output (--out, and stdout with --json):
     } finally {
       bar.stop();
       session.dispose();
+      await onnx?.dispose();
     }
   },
 };

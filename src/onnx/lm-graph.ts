@@ -17,8 +17,18 @@ import { FLOAT, GraphBuilder, INT64 } from './graph-builder.js';
 export interface LmGraphOptions {
   hooks: readonly string[];
   finalPositionOnly?: boolean;
-  /** Stop after this block: no logits output (as stopAtLayer). */
+  /** Stop after this block: no logits output (as stopAtLayer); the residual is output 'resid_out'. */
   stopAtLayer?: number;
+  /**
+   * Start at this block from input 'resid_in' [b, T, d] (its hook_resid_pre) instead of the ids;
+   * nLayers = just the head (final norm and unembedding).
+   */
+  fromLayer?: number;
+  /**
+   * Replace hook `hook` by x + mask·(src − x): inputs 'patch_mask' (broadcastable to the hook's
+   * shape, 0/1) and 'patch_src' (the hook's shape) — activation patching as graph inputs.
+   */
+  patch?: { hook: string };
 }
 
 export interface LmGraph {
@@ -41,7 +51,12 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   const g = new GraphBuilder();
   const wanted = new Set(opts.hooks);
   const taps = new Map<string, string>();
+  let patched = false;
   const hook = (name: string, value: string): string => {
+    if (opts.patch?.hook === name) {
+      value = g.add(value, g.mul('patch_mask', g.sub('patch_src', value)));
+      patched = true;
+    }
     if (wanted.has(name)) taps.set(name, value);
     return value;
   };
@@ -58,20 +73,34 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   const { nHeads: H, nKvHeads: K, dHead: dh, dModel: d } = cfg;
   const G = H / K;
 
-  const ids = g.input('input_ids', INT64, ['batch', 'seq']);
+  const from = opts.fromLayer ?? 0;
   const maskBias = g.input('mask_bias', FLOAT, ['batch', 1, 'seq', 'seq']);
-  const inputs = ['input_ids', 'mask_bias'];
+  const inputs = ['mask_bias'];
+  if (opts.patch) {
+    g.input('patch_mask', FLOAT, []);
+    g.input('patch_src', FLOAT, []);
+    inputs.push('patch_mask', 'patch_src');
+  }
   let cos = '';
   let sin = '';
-  let resid = hook('hook_embed', g.op('Gather', [W('embed.W_E'), ids], { axis: 0 }));
-  if (cfg.positional === 'learned') {
-    const pos = g.input('positions', INT64, ['batch', 'seq']);
-    inputs.push('positions');
-    resid = g.add(resid, hook('hook_pos_embed', g.op('Gather', [W('pos_embed.W_pos'), pos], { axis: 0 })));
-  } else if (cfg.positional === 'rope') {
+  if (cfg.positional === 'rope') {
     cos = g.input('rope_cos', FLOAT, ['batch', 'seq', 1, cfg.rotaryDim]);
     sin = g.input('rope_sin', FLOAT, ['batch', 'seq', 1, cfg.rotaryDim]);
     inputs.push('rope_cos', 'rope_sin');
+  }
+  let resid: string;
+  if (opts.fromLayer !== undefined) {
+    resid = g.input('resid_in', FLOAT, ['batch', 'seq', d]);
+    inputs.push('resid_in');
+  } else {
+    const ids = g.input('input_ids', INT64, ['batch', 'seq']);
+    inputs.push('input_ids');
+    resid = hook('hook_embed', g.op('Gather', [W('embed.W_E'), ids], { axis: 0 }));
+    if (cfg.positional === 'learned') {
+      const pos = g.input('positions', INT64, ['batch', 'seq']);
+      inputs.push('positions');
+      resid = g.add(resid, hook('hook_pos_embed', g.op('Gather', [W('pos_embed.W_pos'), pos], { axis: 0 })));
+    }
   }
 
   const norm = (x: string, prefix: string): string => {
@@ -151,7 +180,7 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   };
 
   const last = opts.stopAtLayer ?? cfg.nLayers - 1;
-  for (let l = 0; l <= last; l++) {
+  for (let l = from; l <= last; l++) {
     const hp = `blocks.${l}.`;
     resid = hook(hp + 'hook_resid_pre', resid);
     const attnOut = hook(hp + 'hook_attn_out', attention(norm(resid, `${hp}ln1`), l));
@@ -160,7 +189,11 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
     resid = hook(hp + 'hook_resid_post', g.add(resid, mlpOut));
   }
   const outputs: string[] = [];
-  if (opts.stopAtLayer === undefined) {
+  if (opts.patch && !patched) fail(`onnx backend: hook ${opts.patch.hook} to patch is not in blocks ${from}..${last}`);
+  if (opts.stopAtLayer !== undefined) {
+    g.output('resid_out', resid);
+    outputs.push('resid_out');
+  } else {
     if (opts.finalPositionOnly) {
       g.input('last_onehot', FLOAT, ['batch', 'seq', 1]);
       inputs.push('last_onehot');

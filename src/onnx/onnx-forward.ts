@@ -48,7 +48,7 @@ export class OnnxForward {
   }
 
   private session(o: LmGraphOptions) {
-    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null]);
+    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hook ?? null]);
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
@@ -66,39 +66,78 @@ export class OnnxForward {
 
   /** Logits (unless stopAtLayer) and the requested hooks, on the host. */
   async run(tokens: TokenBatch, o: LmGraphOptions): Promise<OnnxRunResult> {
+    const res = await this.runGraph(o, {}, this.commonFeeds(tokens));
+    const hooks = new Map<string, HostTensor>();
+    for (const [n, t] of res) if (n !== 'logits' && n !== 'resid_out') hooks.set(n, t);
+    return { logits: res.get('logits') ?? null, hooks };
+  }
+
+  /**
+   * Activation patching from a cached residual stream: block `layer` with `patch.hook` replaced
+   * at the masked entries, the later blocks, and the final-position unembedding, each block its
+   * own session (so every patched layer reuses the plain sessions of the blocks after it).
+   * Returns logits [b, 1, vocab].
+   */
+  async runPatched(tokens: TokenBatch, layer: number, residPre: HostTensor, patch: { hook: string; mask: HostTensor; src: HostTensor }): Promise<HostTensor> {
+    const L = this.model.cfg.nLayers;
+    const common = this.commonFeeds(tokens);
+    let resid = residPre;
+    for (let l = layer; l < L; l++) {
+      const extra: Record<string, HostTensor> = { resid_in: resid };
+      const o: LmGraphOptions = { hooks: [], fromLayer: l, stopAtLayer: l };
+      if (l === layer) {
+        o.patch = { hook: patch.hook };
+        extra.patch_mask = patch.mask;
+        extra.patch_src = patch.src;
+      }
+      resid = (await this.runGraph(o, extra, common)).get('resid_out')!;
+    }
+    const head = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, { resid_in: resid }, common);
+    return head.get('logits')!;
+  }
+
+  /** Mask, positions, rotary tables and last-position one-hot for a batch (host arrays). */
+  private commonFeeds(tokens: TokenBatch): Record<string, { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] }> {
     const cfg = this.model.cfg as ModelConfig;
     validateTokens(cfg, tokens);
-    const { Tensor } = await ort();
-    const { session, inputs, outputs } = await this.session(o);
     const { batch: b, seqLen: T } = tokens;
     const pos = positionIds(tokens);
-    const feeds: Record<string, OrtTensor> = {};
-    const safeIds = BigInt64Array.from(tokens.ids, (id, i) => BigInt(tokens.mask[i] ? id : 0));
-    feeds.input_ids = new Tensor('int64', safeIds, [b, T]);
+    const feeds: Record<string, { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] }> = {};
+    feeds.input_ids = { type: 'int64', data: BigInt64Array.from(tokens.ids, (id, i) => BigInt(tokens.mask[i] ? id : 0)), dims: [b, T] };
     const mask = maskBias(tokens, cfg.causal);
-    feeds.mask_bias = new Tensor('float32', mask.dataSync() as Float32Array, [b, 1, T, T]);
+    feeds.mask_bias = { type: 'float32', data: mask.dataSync() as Float32Array, dims: [b, 1, T, T] };
     mask.dispose();
-    if (inputs.includes('positions')) feeds.positions = new Tensor('int64', BigInt64Array.from(pos, (p) => BigInt(p)), [b, T]);
-    if (inputs.includes('rope_cos')) {
+    feeds.positions = { type: 'int64', data: BigInt64Array.from(pos, (p) => BigInt(p)), dims: [b, T] };
+    if (cfg.positional === 'rope') {
       const { cos, sin } = ropeTables(cfg, pos, b, T);
-      feeds.rope_cos = new Tensor('float32', cos.dataSync() as Float32Array, [b, T, 1, cfg.rotaryDim]);
-      feeds.rope_sin = new Tensor('float32', sin.dataSync() as Float32Array, [b, T, 1, cfg.rotaryDim]);
+      feeds.rope_cos = { type: 'float32', data: cos.dataSync() as Float32Array, dims: [b, T, 1, cfg.rotaryDim] };
+      feeds.rope_sin = { type: 'float32', data: sin.dataSync() as Float32Array, dims: [b, T, 1, cfg.rotaryDim] };
       cos.dispose();
       sin.dispose();
     }
-    if (inputs.includes('last_onehot')) {
-      const oh = lastPositionOneHot(tokens);
-      feeds.last_onehot = new Tensor('float32', oh.dataSync() as Float32Array, [b, T, 1]);
-      oh.dispose();
+    const oh = lastPositionOneHot(tokens);
+    feeds.last_onehot = { type: 'float32', data: oh.dataSync() as Float32Array, dims: [b, T, 1] };
+    oh.dispose();
+    return feeds;
+  }
+
+  /** Run one graph variant with the feeds it declares; outputs by name, on the host. */
+  private async runGraph(o: LmGraphOptions, extra: Record<string, HostTensor>, common: ReturnType<OnnxForward['commonFeeds']>): Promise<Map<string, HostTensor>> {
+    const { Tensor } = await ort();
+    const { session, inputs, outputs } = await this.session(o);
+    const feeds: Record<string, OrtTensor> = {};
+    for (const name of inputs) {
+      const e = extra[name];
+      if (e) feeds[name] = new Tensor('float32', e.data, e.shape);
+      else if (common[name]) {
+        const c = common[name];
+        feeds[name] = c.type === 'int64' ? new Tensor('int64', c.data as BigInt64Array, c.dims) : new Tensor('float32', c.data as Float32Array, c.dims);
+      } else fail(`onnx backend: no value for graph input '${name}'`);
     }
     const res = await session.run(feeds);
-    const host = (name: string): HostTensor => {
-      const t = res[name];
-      return { data: t.data as Float32Array, shape: t.dims.map(Number) };
-    };
-    const hooks = new Map<string, HostTensor>();
-    for (const n of outputs) if (n !== 'logits') hooks.set(n, host(n));
-    return { logits: outputs.includes('logits') ? host('logits') : null, hooks };
+    const out = new Map<string, HostTensor>();
+    for (const n of outputs) out.set(n, { data: res[n].data as Float32Array, shape: res[n].dims.map(Number) });
+    return out;
   }
 
   async dispose(): Promise<void> {

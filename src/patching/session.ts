@@ -20,6 +20,7 @@ import { commonLength, type PromptPair } from './pairs.js';
 import { componentStack, componentHook, gridShape, nest, perPromptShape, type ComponentStack } from './sites.js';
 import { concatImages, repeatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Component, Method, PatchingGrid } from './types.js';
+import type { OnnxForward } from '../onnx/onnx-forward.js';
 
 export type Direction = 'denoising' | 'noising';
 
@@ -30,6 +31,11 @@ export interface SessionOptions {
   fwdHooks?: FwdHook[];
   /** Upper bound on tokens per batched forward in activation patching (default 1024; bounds peak wasm memory). */
   maxBatchTokens?: number;
+  /**
+   * Run activation patching's patched forwards on onnxruntime (gridAsync only; text language
+   * models without session hooks): the patch is a graph input, the rest of the pass unchanged.
+   */
+  onnx?: OnnxForward;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -90,6 +96,30 @@ export class PatchingSession {
   }
 
   grid(component: Component, method: Method, opts: GridOptions = {}): PatchingGrid {
+    const { stack, rules, variant } = this.prepare(component, method, opts);
+    const { base } = this.baselines();
+    let raw: number[];
+    if (method === 'activation') raw = this.activationScores(stack).map((v) => v - base);
+    else if (opts.gradDrop) raw = this.gradDropScores(stack, !!opts.qkFix);
+    else raw = this.attributionScores(stack, rules, !!opts.qkFix);
+    return this.finish(component, method, stack, rules, variant, raw, !!opts.gradDrop);
+  }
+
+  /**
+   * grid(), with activation patching on onnxruntime when the session has an `onnx` runner, the
+   * component is the language model's and no session hooks are set (else exactly grid()).
+   */
+  async gridAsync(component: Component, method: Method, opts: GridOptions = {}): Promise<PatchingGrid> {
+    const onnx = this.opts.onnx;
+    const stack = componentStack(this.model, component);
+    if (method !== 'activation' || !onnx || stack.prefix || this.opts.fwdHooks?.length || this.base.images) return this.grid(component, method, opts);
+    const prepared = this.prepare(component, method, opts);
+    const { base } = this.baselines();
+    const raw = (await this.activationScoresOnnx(prepared.stack, onnx)).map((v) => v - base);
+    return this.finish(component, method, prepared.stack, prepared.rules, prepared.variant, raw, false);
+  }
+
+  private prepare(component: Component, method: Method, opts: GridOptions): { stack: ComponentStack; rules: RelpRule[]; variant: string[] } {
     const stack = componentStack(this.model, component);
     if (stack.prefix && this.base.images && this.base.images.shape[0] !== this.pairs.length) {
       fail(`component '${component}': tower sites need exactly one image per prompt pair (${this.base.images.shape[0]} images for ${this.pairs.length} pairs)`);
@@ -106,14 +136,15 @@ export class PatchingSession {
       variant.push('graddrop');
     }
     if (method !== 'atp' && (opts.qkFix || opts.gradDrop)) fail('QK fix and GradDrop are AtP* options (method atp)');
-    const { base, source, clean, corrupt } = this.baselines();
+    const { base, source } = this.baselines();
     if (base === source) fail(`the metric is the same on clean and corrupt runs (${base}); nothing to attribute`);
-    let raw: number[];
-    if (method === 'activation') raw = this.activationScores(stack).map((v) => v - base);
-    else if (opts.gradDrop) raw = this.gradDropScores(stack, !!opts.qkFix);
-    else raw = this.attributionScores(stack, rules, !!opts.qkFix);
+    return { stack, rules, variant };
+  }
+
+  private finish(component: Component, method: Method, stack: ComponentStack, rules: RelpRule[], variant: string[], raw: number[], gradDrop: boolean): PatchingGrid {
+    const { base, source, clean, corrupt } = this.baselines();
     // GradDrop scores are magnitudes, so they are scaled by |M_source − M_base|.
-    const scale = 1 / (opts.gradDrop ? Math.abs(source - base) : source - base);
+    const scale = 1 / (gradDrop ? Math.abs(source - base) : source - base);
     const shape = gridShape(stack, this.T);
     return {
       component,
@@ -207,6 +238,60 @@ export class PatchingSession {
     } finally {
       tf.dispose(src);
       tf.dispose(baseResid);
+      for (const t of repeated.values()) t.cleanLogProbs?.dispose();
+    }
+    return out;
+  }
+
+  /** activationScores on onnxruntime: the same sites, chunks, resume points and metric. */
+  private async activationScoresOnnx(stack: ComponentStack, onnx: OnnxForward): Promise<number[]> {
+    const { cfg, def } = stack;
+    const N = this.pairs.length;
+    const shape = perPromptShape(cfg, stack.base, stack.seqLen(this.T));
+    const siteDims = def.siteAxes.map((a) => shape[a]);
+    const perLayer = siteDims.reduce((a, b) => a * b, 1);
+    const total = cfg.nLayers * perLayer;
+    const maskShape = shape.map((d, i) => (def.siteAxes.includes(i) ? d : 1));
+    const maskSize = maskShape.reduce((a, b) => a * b, 1);
+    const sitesPerForward = Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 1024) / (this.T * N)));
+    const toHost = (ts: tf.Tensor[]) => {
+      const h = ts.map((t) => t.dataSync() as Float32Array);
+      tf.dispose(ts);
+      return h;
+    };
+    const src = toHost(this.sourceActivations(stack));
+    const baseResid = toHost(this.baseResidPre(stack));
+    const d = cfg.dModel;
+    const tile = (x: Float32Array, times: number) => {
+      const out = new Float32Array(x.length * times);
+      for (let s = 0; s < times; s++) out.set(x, s * x.length);
+      return out;
+    };
+    const repeated = new Map<number, MetricTargets>();
+    const out: number[] = [];
+    try {
+      for (let start = 0; start < total; ) {
+        const layer = Math.floor(start / perLayer);
+        const S = Math.min(sitesPerForward, (layer + 1) * perLayer - start);
+        const mask = new Float32Array(S * N * maskSize);
+        for (let s = 0; s < S; s++) {
+          const offset = maskOffset((start + s) % perLayer, siteDims, def.siteAxes, maskShape);
+          for (let n = 0; n < N; n++) mask[(s * N + n) * maskSize + offset] = 1;
+        }
+        const rows = padBatch(Array.from({ length: S * N }, (_, r) => this.basePrompt(r % N)));
+        const logits = await onnx.runPatched(rows, layer, { data: tile(baseResid[layer], S), shape: [S * N, this.T, d] }, {
+          hook: componentHook(stack, layer),
+          mask: { data: mask, shape: [S * N, ...maskShape] },
+          src: { data: tile(src[layer], S), shape: [S * N, ...shape] },
+        });
+        const targets = this.repeatTargets(S, repeated);
+        const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
+        out.push(...values.dataSync());
+        values.dispose();
+        start += S;
+        this.opts.onProgress?.(start, total);
+      }
+    } finally {
       for (const t of repeated.values()) t.cleanLogProbs?.dispose();
     }
     return out;
