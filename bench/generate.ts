@@ -1,7 +1,8 @@
 /**
  * Greedy generation on a GPT-2-small-shaped model (random weights): tokens/s for 64 new tokens
  * from a 16-token prompt with the KV cache and without (every step reruns the whole sequence),
- * and batched generation of 4 prompts with the cache.
+ * and batched generation of 4 prompts with the cache; then the same on onnxruntime (past
+ * keys/values as graph inputs and outputs).
  *   npx tsx bench/generate.ts [--prompt 16] [--new 64] [--reps 3]
  */
 import fs from 'node:fs';
@@ -9,7 +10,8 @@ import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
 import { loadModel } from '../src/models/load.js';
 import { makeGpt2SmallCheckpoint } from './gpt2-small-checkpoint.js';
-import { medianSeconds } from './timing.js';
+import { medianSeconds, medianSecondsAsync } from './timing.js';
+import { OnnxForward } from '../src/onnx/onnx-forward.js';
 
 const { values } = parseArgs({ options: { prompt: { type: 'string', default: '16' }, new: { type: 'string', default: '64' }, reps: { type: 'string', default: '3' } } });
 const P = Number(values.prompt);
@@ -31,5 +33,12 @@ console.log(`speed-up ×${(withoutCache / withCache).toFixed(1)}; identical toke
 const prompts = [0, 1, 2, 3].map((s) => Array.from({ length: P - s * 3 }, (_, i) => (i * 7919 + 101 * s) % 50257));
 const batched = medianSeconds(() => void model.generateBatch(prompts, N), reps);
 console.log(`batch of 4 (left-padded), KV cache: ${batched.toFixed(2)} s  ${((4 * N) / batched).toFixed(1)} tokens/s`);
+const onnx = new OnnxForward(model);
+const onnxOne = await medianSecondsAsync(() => onnx.generateBatch([prompt], N), reps);
+const onnxSame = JSON.stringify((await onnx.generateBatch([prompt], N))[0]) === JSON.stringify(model.generate(prompt, N));
+console.log(`onnxruntime, KV cache: ${onnxOne.toFixed(2)} s  ${(N / onnxOne).toFixed(1)} tokens/s  (×${(withoutCache / onnxOne).toFixed(1)} vs tfjs without cache; identical tokens: ${onnxSame})`);
+const onnxBatch = await medianSecondsAsync(() => onnx.generateBatch(prompts, N), reps);
+console.log(`onnxruntime, batch of 4, KV cache: ${onnxBatch.toFixed(2)} s  ${((4 * N) / onnxBatch).toFixed(1)} tokens/s`);
+await onnx.dispose();
 model.dispose();
 fs.rmSync(dir, { recursive: true, force: true });

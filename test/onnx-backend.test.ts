@@ -81,6 +81,14 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
     }
   });
 
+  it('greedy generation with past keys/values as graph inputs gives the tfjs tokens (alone and batched)', async () => {
+    const V = model.cfg.dVocab;
+    const prompts = [ref.tokens.slice(0, 6), ref.tokens.slice(0, 3).map((t) => (t + 5) % V), ref.tokens.slice(0, 9)];
+    const want = prompts.map((p) => model.generate(p, 10));
+    expect(await onnx.generateBatch(prompts, 10)).toEqual(want);
+    expect(await onnx.generateBatch([prompts[1]], 10)).toEqual([want[1]]);
+  });
+
   it('final-position logits and an early stop match tfjs', async () => {
     const tokens = padBatch([ref.tokens.slice(0, 7), ref.tokens.slice(0, 3)], 'right', 0);
     const f = await onnx.run(tokens, { hooks: [], finalPositionOnly: true });
@@ -149,6 +157,14 @@ describe('--backend on the command line', () => {
     expect(ta.map((t) => t.token)).toEqual(tb.map((t) => t.token));
     ta.forEach((t, i) => expect(Math.abs(t.logit - tb[i].logit)).toBeLessThan(1e-4));
     expect(JSON.parse(c.stdout).top.map((t: { token: number }) => t.token)).toEqual(ta.map((t) => t.token));
+  });
+
+  it('generate: onnx and tfjs give the same tokens', { timeout: TIMEOUT }, async () => {
+    const args = ['generate', '--model', M(), '--text', 'Once upon a time', '--max-new-tokens', '24', '--json'];
+    const [a, b] = await Promise.all([cli([...args, '--backend', 'onnx']), cli([...args, '--backend', 'tfjs'])]);
+    expect(a.code, info(a)).toBe(0);
+    expect(b.code, info(b)).toBe(0);
+    expect(JSON.parse(a.stdout)).toEqual(JSON.parse(b.stdout));
   });
 
   it('cache: the onnx file holds the tfjs values (≤1e-4), including attention patterns and logits', { timeout: TIMEOUT }, async () => {

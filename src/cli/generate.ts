@@ -1,5 +1,6 @@
 import { loadModel } from '../models/load.js';
 import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
+import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { decodeContinuation } from '../tokenizers/tokenizer.js';
 import { fail } from '../errors.js';
 import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
@@ -19,6 +20,7 @@ export const generateCommand: Command = {
   --max-new-tokens N    tokens to generate (default 32)
   --stop-at-eos         stop early when the model emits its end-of-sequence token
   --json                print {"prompt_tokens":[..], "tokens":[..], "text":"<new text only>"}
+${BACKEND_USAGE}
 ${STEER_USAGE}`,
   async run(argv) {
     const { values } = parseOptions('generate', argv, {
@@ -30,6 +32,7 @@ ${STEER_USAGE}`,
       json: { type: 'boolean' },
       ...IMAGE_OPTION,
       ...STEER_OPTIONS,
+      ...BACKEND_OPTION,
     });
     const modelPath = requireString('generate', values, 'model');
     const [prompt] = promptsFromArgs('generate', values, false);
@@ -38,7 +41,13 @@ ${STEER_USAGE}`,
     if (model.graph.kind === 'vision-tower') fail(`generate: ${modelPath} is a ${model.graph.description}; it generates no text`);
     const [{ ids: promptTokens, images }] = await promptInputs(model, [prompt], 'generate');
     const fwdHooks = steerHooks(model, values);
-    const tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'], images, ...(fwdHooks.length ? { fwdHooks } : {}) });
+    const onnx = onnxFor(model, 'generate', values.backend, fwdHooks.length ? (values.steer ? '--steer' : '--ablate-direction') : null);
+    let tokens: number[];
+    if (onnx) {
+      // Greedy with the KV cache on onnxruntime: the same tokens as tfjs (tested).
+      [tokens] = await onnx.generateBatch([promptTokens], n, { stopAtEos: values['stop-at-eos'] });
+      await onnx.dispose();
+    } else tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'], images, ...(fwdHooks.length ? { fwdHooks } : {}) });
     const text = model.tokenizer ? decodeContinuation(model.tokenizer, promptTokens, tokens) : '';
     if (values.json) return printJson({ prompt_tokens: promptTokens, tokens, text });
     const head = 'text' in prompt ? prompt.text : promptTokens.join(' ');

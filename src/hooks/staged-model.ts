@@ -20,7 +20,7 @@ import { ActivationCache } from './activation-cache.js';
 import { isOptInHook, positionAxis, resolveHookNames, type HookSelector } from './hook-names.js';
 import { KvCache } from '../models/kv-cache.js';
 import type { CacheOptions, FwdHook, GenerateOptions, GradientResult, HookFn, HookedModel, ModelInput, MultimodalInput, PosSlice, RunOptions } from './hooked-model.js';
-import { isTokenBatch, lastPositions, padBatch, type PaddingSide } from './token-batch.js';
+import { appendColumn, isTokenBatch, lastPositions, padBatch, type PaddingSide } from './token-batch.js';
 
 interface ForwardPlan {
   hooks: Map<string, HookFn[]>;
@@ -38,18 +38,6 @@ function isMultimodal(x: unknown): x is MultimodalInput {
 }
 
 
-/** [b, T] ids and mask with one more column: the new token, a real position in every row. */
-function appendColumn(ids: Int32Array, mask: Int32Array, b: number, T: number, next: ArrayLike<number>): { ids: Int32Array; mask: Int32Array } {
-  const ids2 = new Int32Array(b * (T + 1));
-  const mask2 = new Int32Array(b * (T + 1));
-  for (let r = 0; r < b; r++) {
-    ids2.set(ids.subarray(r * T, (r + 1) * T), r * (T + 1));
-    mask2.set(mask.subarray(r * T, (r + 1) * T), r * (T + 1));
-    ids2[r * (T + 1) + T] = next[r];
-    mask2[r * (T + 1) + T] = 1;
-  }
-  return { ids: ids2, mask: mask2 };
-}
 
 export class StagedModel implements HookedModel {
   private readonly params = new Map<string, tf.Tensor>();

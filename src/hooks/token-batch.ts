@@ -67,3 +67,16 @@ export function* promptBatches(prompts: readonly (readonly number[])[], limits: 
     start = end;
   }
 }
+
+/** [b, T] ids and mask with one more column: the new token, a real position in every row. */
+export function appendColumn(ids: Int32Array, mask: Int32Array, b: number, T: number, next: ArrayLike<number>): { ids: Int32Array; mask: Int32Array } {
+  const ids2 = new Int32Array(b * (T + 1));
+  const mask2 = new Int32Array(b * (T + 1));
+  for (let r = 0; r < b; r++) {
+    ids2.set(ids.subarray(r * T, (r + 1) * T), r * (T + 1));
+    mask2.set(mask.subarray(r * T, (r + 1) * T), r * (T + 1));
+    ids2[r * (T + 1) + T] = next[r];
+    mask2[r * (T + 1) + T] = 1;
+  }
+  return { ids: ids2, mask: mask2 };
+}

@@ -29,6 +29,12 @@ export interface LmGraphOptions {
    * shape, 0/1) and 'patch_src' (the hook's shape) — activation patching as graph inputs.
    */
   patch?: { hook: string };
+  /**
+   * Incremental decoding: inputs past_k_{l} [b, K, dh, P] and past_v_{l} [b, K, P, dh] (P may be
+   * 0), outputs present_k_{l} / present_v_{l} with the new positions appended; mask_bias is
+   * [b, 1, new, P + new] and the ids, positions and rotary tables are the new positions'.
+   */
+  kvCache?: boolean;
 }
 
 export interface LmGraph {
@@ -74,8 +80,9 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   const G = H / K;
 
   const from = opts.fromLayer ?? 0;
-  const maskBias = g.input('mask_bias', FLOAT, ['batch', 1, 'seq', 'seq']);
+  const maskBias = g.input('mask_bias', FLOAT, ['batch', 1, 'seq', opts.kvCache ? 'kseq' : 'seq']);
   const inputs = ['mask_bias'];
+  const presents: string[] = [];
   if (opts.patch) {
     g.input('patch_mask', FLOAT, []);
     g.input('patch_src', FLOAT, []);
@@ -156,8 +163,16 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
     }
     // As in the tfjs forward: the G query heads of a kv head as one [G·T, dh] block per kv head.
     const qh = g.reshape(g.transpose(q, [0, 2, 1, 3]), [0, K, -1, dh]);
-    const kh = g.transpose(k, [0, 2, 3, 1]);
-    const vh = g.transpose(v, [0, 2, 1, 3]);
+    let kh = g.transpose(k, [0, 2, 3, 1]);
+    let vh = g.transpose(v, [0, 2, 1, 3]);
+    if (opts.kvCache) {
+      inputs.push(g.input(`past_k_${l}`, FLOAT, ['batch', K, dh, 'past']), g.input(`past_v_${l}`, FLOAT, ['batch', K, 'past', dh]));
+      kh = g.op('Concat', [`past_k_${l}`, kh], { axis: 3 });
+      vh = g.op('Concat', [`past_v_${l}`, vh], { axis: 2 });
+      g.output(`present_k_${l}`, kh);
+      g.output(`present_v_${l}`, vh);
+      presents.push(`present_k_${l}`, `present_v_${l}`);
+    }
     const raw = g.reshape(g.matMul(qh, kh), [0, H, -1, 0]);
     const scores = hook(p + 'hook_attn_scores', g.add(g.mul(raw, g.scalar(1 / Math.sqrt(dh))), maskBias));
     const pattern = hook(p + 'hook_pattern', g.op('Softmax', [scores], { axis: -1 }));
@@ -209,5 +224,6 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
     g.output(h, v);
     outputs.push(h);
   }
+  outputs.push(...presents);
   return { bytes: g.toBytes(), inputs, outputs };
 }

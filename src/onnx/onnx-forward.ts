@@ -12,6 +12,7 @@ import { ropeTables } from '../models/components.js';
 import type { ModelConfig } from '../models/config.js';
 import { lastPositionOneHot, maskBias, positionIds, validateTokens, type TokenBatch } from '../models/transformer.js';
 import { lmGraph, type LmGraphOptions } from './lm-graph.js';
+import { appendColumn } from '../hooks/token-batch.js';
 
 type Ort = typeof import('onnxruntime-node');
 let ortModule: Promise<Ort> | null = null;
@@ -48,7 +49,7 @@ export class OnnxForward {
   }
 
   private session(o: LmGraphOptions) {
-    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hook ?? null]);
+    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hook ?? null, !!o.kvCache]);
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
@@ -94,6 +95,90 @@ export class OnnxForward {
     }
     const head = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, { resid_in: resid }, common);
     return head.get('logits')!;
+  }
+
+  /**
+   * Greedy decoding with past keys/values as graph inputs and outputs (one session for the prompt
+   * pass and every step); the same contract as HookedModel.generateBatch: left-padded prompts,
+   * each row its prompt ids then its new tokens (up to EOS with stopAtEos).
+   */
+  async generateBatch(prompts: readonly number[][], maxNewTokens: number, opts: { stopAtEos?: boolean } = {}): Promise<number[][]> {
+    const cfg = this.model.cfg as ModelConfig;
+    const start = this.model.toTokens(prompts.map((p) => [...p]), 'left');
+    validateTokens(cfg, start);
+    const eos = cfg.eosTokenId ?? this.model.tokenizer?.eosTokenId ?? null;
+    const b = start.batch;
+    let T = start.seqLen;
+    let ids = start.ids;
+    let mask = start.mask;
+    const out = Array.from({ length: b }, (_, r) => Array.from(ids.subarray(r * T, (r + 1) * T)).filter((_, t) => mask[r * T + t] === 1));
+    const longest = Math.max(...out.map((o) => o.length));
+    const done = new Array<boolean>(b).fill(false);
+    const { nKvHeads: K, dHead: dh, nLayers: L } = cfg;
+    let past: Record<string, HostTensor> = {};
+    for (let l = 0; l < L; l++) {
+      past[`past_k_${l}`] = { data: new Float32Array(0), shape: [b, K, dh, 0] };
+      past[`past_v_${l}`] = { data: new Float32Array(0), shape: [b, K, 0, dh] };
+    }
+    let cached = 0;
+    for (let i = 0; i < maxNewTokens && longest + i < cfg.nCtx; i++) {
+      const full: TokenBatch = { ids, mask, batch: b, seqLen: T };
+      const res = await this.runGraph({ hooks: [], finalPositionOnly: true, kvCache: true }, past, this.stepFeeds(full, cached));
+      const logits = res.get('logits')!;
+      const V = logits.shape[2];
+      const next = new Int32Array(b);
+      for (let r = 0; r < b; r++) {
+        let best = 0;
+        for (let v = 1; v < V; v++) if (logits.data[r * V + v] > logits.data[r * V + best]) best = v;
+        next[r] = best;
+      }
+      past = {};
+      for (let l = 0; l < L; l++) {
+        past[`past_k_${l}`] = res.get(`present_k_${l}`)!;
+        past[`past_v_${l}`] = res.get(`present_v_${l}`)!;
+      }
+      cached = T;
+      ({ ids, mask } = appendColumn(ids, mask, b, T, next));
+      T++;
+      for (let r = 0; r < b; r++) {
+        if (done[r]) continue;
+        out[r].push(next[r]);
+        if (opts.stopAtEos && next[r] === eos) done[r] = true;
+      }
+      if (done.every(Boolean)) break;
+    }
+    return out;
+  }
+
+  /** Feeds for the positions after `past` of a batch (all of them when past = 0). */
+  private stepFeeds(tokens: TokenBatch, past: number): ReturnType<OnnxForward['commonFeeds']> {
+    const cfg = this.model.cfg as ModelConfig;
+    const { batch: b, seqLen: T } = tokens;
+    const Tn = T - past;
+    const cols = <A extends Int32Array>(a: A): A => {
+      const o = new (a.constructor as new (n: number) => A)(b * Tn);
+      for (let r = 0; r < b; r++) o.set(a.subarray(r * T + past, (r + 1) * T), r * Tn);
+      return o;
+    };
+    const pos = cols(positionIds(tokens));
+    const newPart: TokenBatch = { ids: cols(tokens.ids), mask: cols(tokens.mask), batch: b, seqLen: Tn };
+    const feeds: ReturnType<OnnxForward['commonFeeds']> = {};
+    feeds.input_ids = { type: 'int64', data: BigInt64Array.from(newPart.ids, (id, i) => BigInt(newPart.mask[i] ? id : 0)), dims: [b, Tn] };
+    const m = maskBias(tokens, cfg.causal, past);
+    feeds.mask_bias = { type: 'float32', data: m.dataSync() as Float32Array, dims: [b, 1, Tn, T] };
+    m.dispose();
+    feeds.positions = { type: 'int64', data: BigInt64Array.from(pos, (p) => BigInt(p)), dims: [b, Tn] };
+    if (cfg.positional === 'rope') {
+      const { cos, sin } = ropeTables(cfg, pos, b, Tn);
+      feeds.rope_cos = { type: 'float32', data: cos.dataSync() as Float32Array, dims: [b, Tn, 1, cfg.rotaryDim] };
+      feeds.rope_sin = { type: 'float32', data: sin.dataSync() as Float32Array, dims: [b, Tn, 1, cfg.rotaryDim] };
+      cos.dispose();
+      sin.dispose();
+    }
+    const oh = lastPositionOneHot(newPart);
+    feeds.last_onehot = { type: 'float32', data: oh.dataSync() as Float32Array, dims: [b, Tn, 1] };
+    oh.dispose();
+    return feeds;
   }
 
   /** Mask, positions, rotary tables and last-position one-hot for a batch (host arrays). */
