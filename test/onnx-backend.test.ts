@@ -13,7 +13,8 @@ import { padBatch } from '../src/hooks/token-batch.js';
 import { readArrowCache } from '../src/io/arrow-cache.js';
 import { loadModel } from '../src/models/load.js';
 import { OnnxForward } from '../src/onnx/onnx-forward.js';
-import { cliSuite, stderrLines, type CliResult } from './helpers/cli-run.js';
+import Database from 'better-sqlite3';
+import { REPO_ROOT, cliSuite, stderrLines, type CliResult } from './helpers/cli-run.js';
 import { loadReference, maxScaledDiff, modelPath, patchingReference } from './helpers/fixtures.js';
 import { PatchingSession } from '../src/patching/session.js';
 import * as tf from '@tensorflow/tfjs';
@@ -165,6 +166,30 @@ describe('--backend on the command line', () => {
     expect(a.code, info(a)).toBe(0);
     expect(b.code, info(b)).toBe(0);
     expect(JSON.parse(a.stdout)).toEqual(JSON.parse(b.stdout));
+  });
+
+  it('sae features: the onnx store has the tfjs densities, activations and top examples', { timeout: TIMEOUT }, async () => {
+    const d = caseDir('features');
+    const prompts = path.join(d, 'p.jsonl');
+    fs.writeFileSync(prompts, fs.readFileSync(path.join(REPO_ROOT, 'datasets', 'stories', 'stories.jsonl'), 'utf8').split('\n').slice(0, 8).join('\n'));
+    const args = (b: string) => ['sae', 'features', '--model', M(), '--sae', path.join(REPO_ROOT, 'datasets', 'stories260K-sae'), '--prompts', prompts, '--backend', b, '--out', path.join(d, `${b}.sqlite`)];
+    const [a, b] = await Promise.all([cli(args('onnx')), cli(args('tfjs'))]);
+    expect(a.code, info(a)).toBe(0);
+    expect(b.code, info(b)).toBe(0);
+    const rows = (f: string, sql: string) => {
+      const db = new Database(path.join(d, f), { readonly: true });
+      try {
+        return db.prepare(sql).all() as Record<string, number>[];
+      } finally {
+        db.close();
+      }
+    };
+    const fa = rows('onnx.sqlite', 'select id, n_active, max_act, mean_act from features order by id');
+    const fb = rows('tfjs.sqlite', 'select id, n_active, max_act, mean_act from features order by id');
+    expect(fa.map((r) => r.n_active)).toEqual(fb.map((r) => r.n_active));
+    fa.forEach((r, i) => expect(Math.abs(r.max_act - fb[i].max_act)).toBeLessThan(1e-4));
+    const top = "select feature, rank, prompt, pos from examples where kind = 'top' order by feature, rank";
+    expect(rows('onnx.sqlite', top)).toEqual(rows('tfjs.sqlite', top));
   });
 
   it('cache: the onnx file holds the tfjs values (≤1e-4), including attention patterns and logits', { timeout: TIMEOUT }, async () => {

@@ -8,6 +8,7 @@ import { computeFeatureStats, tokensUsed, vocabStrings } from '../sae/feature-st
 import { writeFeatureStore, type FeatureRunMeta } from '../sae/feature-store.js';
 import { loadSae, readSaeConfig } from '../sae/io.js';
 import { saeHookLayout } from '../sae/splice.js';
+import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { parseOptions, parsePositiveInt, parseTokenList, printJson, readPromptsFile, requireString, type Command, type PromptSpec } from './args.js';
 import { progressBar } from './progress.js';
 
@@ -40,7 +41,8 @@ export const saeFeaturesCommand: Command = {
   --batch-tokens N      padded tokens per forward pass (default 512)
   --include-bos         count a leading BOS token too (by default it is context only: its
                         activations are outliers that would fill every feature's top examples)
-  --json                print {"out","features","prompts","tokens","dead","correlations","logits"}`,
+  --json                print {"out","features","prompts","tokens","dead","correlations","logits"}
+${BACKEND_USAGE}`,
   async run(argv) {
     const { values } = parseOptions(CMD, argv, {
       model: { type: 'string' },
@@ -58,6 +60,7 @@ export const saeFeaturesCommand: Command = {
       'batch-tokens': { type: 'string' },
       seed: { type: 'string' },
       'include-bos': { type: 'boolean' },
+      ...BACKEND_OPTION,
       json: { type: 'boolean' },
     });
     const modelPath = requireString(CMD, values, 'model');
@@ -96,6 +99,8 @@ export const saeFeaturesCommand: Command = {
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const bar = progressBar('features');
+    // The forwards only read the hook: onnxruntime where the model allows.
+    const onnx = onnxFor(model, CMD, values.backend, null);
     try {
       let r;
       try {
@@ -110,6 +115,7 @@ export const saeFeaturesCommand: Command = {
           excludeBos: !values['include-bos'],
           signal: controller.signal,
           onProgress: (d, t) => bar.update(d, t),
+          ...(onnx ? { onnx } : {}),
         });
       } catch (e) {
         if (controller.signal.aborted) fail(`interrupted: no feature store written to ${out}`);
@@ -155,6 +161,7 @@ export const saeFeaturesCommand: Command = {
       }
     } finally {
       bar.stop();
+      await onnx?.dispose();
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
     }

@@ -39,6 +39,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
+import type { OnnxForward } from '../onnx/onnx-forward.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { padBatch, promptBatches } from '../hooks/token-batch.js';
 import type { Tokenizer } from '../tokenizers/tokenizer.js';
@@ -754,6 +755,8 @@ export function computeLogitEffects(model: HookedModel, sae: Sae, opts: LogitEff
 // Running a corpus through the model
 
 export interface FeatureRunOptions extends FeatureStatsOptions {
+  /** Read the hook's activations from onnxruntime forwards (text language models); the SAE runs on tfjs. */
+  onnx?: OnnxForward;
   /** Upper bound on padded tokens per forward pass (default 512; a longer prompt runs alone). */
   batchTokens?: number;
   /** Top/bottom tokens of the logit effects (default 10; 0 skips logit effects). */
@@ -804,8 +807,14 @@ export async function computeFeatureStats(model: HookedModel, sae: Sae, prompts:
     const tokens = padBatch(group, 'right', 0);
     const held: tf.Tensor[] = [];
     try {
-      const out = model.run(tokens, { ...stop, fwdHooks: [[layout.hook, (act) => void held.push(tf.keep(toSaeRows(act, layout)))]] });
-      out.dispose();
+      if (opts.onnx) {
+        const r = await opts.onnx.run(tokens, { hooks: [layout.hook], ...(stop.stopAtLayer !== undefined ? { stopAtLayer: stop.stopAtLayer } : {}) });
+        const a = r.hooks.get(layout.hook)!;
+        held.push(tf.tidy(() => toSaeRows(tf.tensor(a.data, a.shape), layout)));
+      } else {
+        const out = model.run(tokens, { ...stop, fwdHooks: [[layout.hook, (act) => void held.push(tf.keep(toSaeRows(act, layout)))]] });
+        out.dispose();
+      }
       const acts = sae.encode(held[0] as tf.Tensor2D);
       const data = acts.dataSync() as Float32Array;
       acts.dispose();
