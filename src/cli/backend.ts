@@ -3,6 +3,9 @@ import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { OnnxForward } from '../onnx/onnx-forward.js';
 
+/** Float32 weight bytes an in-memory ONNX model can carry (protobuf messages stop at 2 GiB). */
+export const ONNX_MAX_WEIGHT_BYTES = 1.9 * 2 ** 30;
+
 export const BACKEND_OPTION = { backend: { type: 'string' } } as const;
 
 export const BACKEND_USAGE = `  --backend B      tfjs, onnx or auto (default): auto runs forward-only work of text language
@@ -16,9 +19,15 @@ export function onnxFor(model: HookedModel, cmd: string, backend: string | undef
   const b = backend ?? 'auto';
   if (b !== 'tfjs' && b !== 'onnx' && b !== 'auto') fail(`${cmd}: --backend must be tfjs, onnx or auto, got '${b}'`);
   if (b === 'tfjs') return null;
-  const supported = model.graph.kind === 'causal-lm';
+  // One protobuf message holds the whole graph with its weights: 2 GiB at most.
+  const bytes = model.weightNames().reduce((s, n) => s + 4 * model.weight(n).size, 0);
+  // HOOKLENS_ONNX_MAX_BYTES lowers the limit (tests exercise the fallback with small models).
+  const limit = Math.min(ONNX_MAX_WEIGHT_BYTES, Number(process.env.HOOKLENS_ONNX_MAX_BYTES) || Infinity);
+  const fits = bytes < limit;
+  const supported = model.graph.kind === 'causal-lm' && fits;
   if (b === 'onnx') {
-    if (!supported) fail(`${cmd}: --backend onnx runs text language models only; ${model.source} is a ${model.graph.description} (use --backend tfjs)`);
+    if (model.graph.kind !== 'causal-lm') fail(`${cmd}: --backend onnx runs text language models only; ${model.source} is a ${model.graph.description} (use --backend tfjs)`);
+    if (!fits) fail(`${cmd}: --backend onnx: ${model.source} has ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights, over the ${(limit / 2 ** 30).toFixed(1)} GiB an in-memory ONNX graph can hold (use --backend tfjs)`);
     if (jsHooks) fail(`${cmd}: ${jsHooks} edits activations with a JS hook, which only the tfjs backend runs (use --backend tfjs or auto)`);
   }
   if (!supported || jsHooks) return null;

@@ -83,6 +83,8 @@ export interface HookedModel extends HookSpace {
   /** Weight tensor by canonical name (e.g. 'blocks.0.attn.W_O', 'vision.blocks.0.attn.W_Q'); owned by the model. */
   weight(name: string): tf.Tensor;
   hasWeight(name: string): boolean;
+  /** Names of every loaded weight (stage-prefixed). */
+  weightNames(): string[];
 
   /** Tokenize, expand image placeholders, pad; images travel with the batch. */
   toTokens(input: ModelInput, padding?: PaddingSide): TokenBatch;

@@ -95,6 +95,10 @@ export class StagedModel implements HookedModel {
     return this.params.has(name);
   }
 
+  weightNames(): string[] {
+    return [...this.params.keys()];
+  }
+
   private transposedWeight(name: string): tf.Tensor {
     let t = this.transposed.get(name);
     if (!t) {
