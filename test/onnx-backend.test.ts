@@ -211,11 +211,13 @@ describe('--backend on the command line', () => {
     }
   });
 
-  it('models too large for one in-memory ONNX graph: auto falls back to tfjs, onnx says why', { timeout: TIMEOUT }, async () => {
+  it('models too large for one in-memory ONNX graph, or hooks it does not export: auto falls back to tfjs, onnx says why', { timeout: TIMEOUT }, async () => {
     const env = { ...process.env, HOOKLENS_ONNX_MAX_BYTES: '1000' };
     const args = ['run', '--model', modelPath('tiny-llama'), '--tokens', '1,2,3', '--json'];
     const auto = await cli(args, { env });
     expect(auto.code, info(auto)).toBe(0);
+    const perHead = await cli(['cache', '--model', modelPath('tiny-gpt2'), '--tokens', '1,2,3', '--hooks', 'blocks.0.attn.hook_result', '--out', path.join(caseDir('hr'), 'x.arrow')]);
+    expect(perHead.code, info(perHead)).toBe(0);
     const forced = await cli([...args, '--backend', 'onnx'], { env });
     expect(forced.code).not.toBe(0);
     expect(stderrLines(forced.stderr)).toEqual([expect.stringMatching(/GiB of float32 weights, over the .* an in-memory ONNX graph can hold/)]);
@@ -223,6 +225,7 @@ describe('--backend on the command line', () => {
 
   const bad: [string, string[], RegExp][] = [
     ['an unknown backend', ['run', '--model', modelPath('tiny-llama'), '--tokens', '1,2,3', '--backend', 'gpu'], /--backend must be tfjs, onnx or auto, got 'gpu'/],
+    ['onnx asked for per-head results (not a graph output)', ['cache', '--model', modelPath('tiny-gpt2'), '--tokens', '1,2,3', '--hooks', 'blocks.0.attn.hook_result', '--backend', 'onnx', '--out', '/nonexistent-dir/x.arrow'], /--backend onnx does not export blocks\.0\.attn\.hook_result/],
     ['onnx for a vision-language model', ['run', '--model', path.resolve(modelPath('tiny-llama'), '../tiny-llava'), '--tokens', '1,200,3', '--image', `${path.resolve(modelPath('tiny-llama'), '../tiny-llava')}/pixel_values.safetensors#0`, '--backend', 'onnx'], /--backend onnx runs text language models only/],
   ];
   for (const [label, args, re] of bad) {

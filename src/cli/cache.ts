@@ -65,7 +65,7 @@ A standalone vision tower (clip_vision_model / siglip_vision_model) takes --imag
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     const bar = progressBar('cache');
-    const onnx = onnxFor(model, 'cache', values.backend, null);
+    const onnx = onnxFor(model, 'cache', values.backend, null, hooks);
     try {
       const { rows, bytes } = await writeActivationCache(model, prompts, out, {
         hooks,
