@@ -13,6 +13,7 @@ import { padBatch } from '../src/hooks/token-batch.js';
 import { readArrowCache } from '../src/io/arrow-cache.js';
 import { loadModel } from '../src/models/load.js';
 import { OnnxForward } from '../src/onnx/onnx-forward.js';
+import { editHook, type DirectionEdit } from '../src/probing/steer.js';
 import Database from 'better-sqlite3';
 import { REPO_ROOT, cliSuite, stderrLines, type CliResult } from './helpers/cli-run.js';
 import { loadReference, maxScaledDiff, modelPath, patchingReference } from './helpers/fixtures.js';
@@ -88,6 +89,42 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
     const want = prompts.map((p) => model.generate(p, 10));
     expect(await onnx.generateBatch(prompts, 10)).toEqual(want);
     expect(await onnx.generateBatch([prompts[1]], 10)).toEqual([want[1]]);
+  });
+
+  it('probe edits (add a vector, project out a basis; all positions or one) as graph inputs equal the tfjs hooks', async () => {
+    const d = model.cfg.dModel;
+    const rng = (k: number) => Float32Array.from({ length: d }, (_, j) => Math.sin(7 * j + k));
+    const unitRows = (rows: Float32Array[]) => {
+      // Gram–Schmidt, as probeBasis does.
+      const out: Float32Array[] = [];
+      for (const r of rows) {
+        const v = Float64Array.from(r);
+        for (const b of out) {
+          const dot = v.reduce((s, x, j) => s + x * b[j], 0);
+          for (let j = 0; j < d; j++) v[j] -= dot * b[j];
+        }
+        const n = Math.hypot(...v);
+        out.push(Float32Array.from(v, (x) => x / n));
+      }
+      return out;
+    };
+    const basis = unitRows([rng(1), rng(2)]);
+    const flat = new Float32Array(2 * d);
+    basis.forEach((b, i) => flat.set(b, i * d));
+    const hook = 'blocks.1.hook_resid_post';
+    const cases: DirectionEdit[][] = [
+      [{ hook, kind: 'add', vector: rng(3).map((x) => 3 * x), positions: 'all' }],
+      [{ hook, kind: 'add', vector: rng(4), positions: -1 }],
+      [{ hook, kind: 'project', basis: flat, rank: 2, positions: 'all' }, { hook: 'blocks.0.hook_mlp_out', kind: 'add', vector: rng(5), positions: 2 }],
+    ];
+    const tokens = padBatch([ref.tokens.slice(0, 8)], 'right', 0);
+    for (const edits of cases) {
+      const r = await onnx.run(tokens, { hooks: [] }, edits);
+      const t = model.run(tokens, { fwdHooks: edits.map(editHook) });
+      expect(maxScaledDiff(r.logits!.data, t.dataSync())).toBeLessThan(1e-4);
+      t.dispose();
+      expect(await onnx.generateBatch([ref.tokens.slice(0, 5)], 6, { edits })).toEqual([model.generate(ref.tokens.slice(0, 5), 6, { fwdHooks: edits.map(editHook) })]);
+    }
   });
 
   it('final-position logits and an early stop match tfjs', async () => {

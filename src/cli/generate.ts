@@ -1,5 +1,6 @@
 import { loadModel } from '../models/load.js';
-import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
+import { STEER_OPTIONS, STEER_USAGE, steerEdits } from './steer-args.js';
+import { editHook } from '../probing/steer.js';
 import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { decodeContinuation } from '../tokenizers/tokenizer.js';
 import { fail } from '../errors.js';
@@ -40,12 +41,14 @@ ${STEER_USAGE}`,
     const model = await loadModel(modelPath);
     if (model.graph.kind === 'vision-tower') fail(`generate: ${modelPath} is a ${model.graph.description}; it generates no text`);
     const [{ ids: promptTokens, images }] = await promptInputs(model, [prompt], 'generate');
-    const fwdHooks = steerHooks(model, values);
-    const onnx = onnxFor(model, 'generate', values.backend, fwdHooks.length ? (values.steer ? '--steer' : '--ablate-direction') : null);
+    // Probe interventions are data: graph inputs on onnx, forward hooks on tfjs.
+    const edits = steerEdits(model, values);
+    const fwdHooks = edits.map(editHook);
+    const onnx = onnxFor(model, 'generate', values.backend, null);
     let tokens: number[];
     if (onnx) {
       // Greedy with the KV cache on onnxruntime: the same tokens as tfjs (tested).
-      [tokens] = await onnx.generateBatch([promptTokens], n, { stopAtEos: values['stop-at-eos'] });
+      [tokens] = await onnx.generateBatch([promptTokens], n, { stopAtEos: values['stop-at-eos'], edits });
       await onnx.dispose();
     } else tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'], images, ...(fwdHooks.length ? { fwdHooks } : {}) });
     const text = model.tokenizer ? decodeContinuation(model.tokenizer, promptTokens, tokens) : '';

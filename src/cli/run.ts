@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
+import { STEER_OPTIONS, STEER_USAGE, steerEdits } from './steer-args.js';
+import { editHook } from '../probing/steer.js';
 import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { padBatch } from '../hooks/token-batch.js';
 import { loadModel } from '../models/load.js';
@@ -41,11 +42,13 @@ ${STEER_USAGE}`,
     if (model.graph.kind === 'vision-tower') fail(`run: ${modelPath} is a ${model.graph.description} with no next-token predictions; use 'hooklens cache --image' for its activations`);
     const [{ ids: tokens, images }] = await promptInputs(model, [prompt], 'run');
     if (tokens.length === 0) fail('run: the prompt tokenizes to no tokens');
-    const fwdHooks = steerHooks(model, values);
-    const onnx = onnxFor(model, 'run', values.backend, fwdHooks.length ? (values.steer ? '--steer' : '--ablate-direction') : null);
+    // Probe interventions are data: graph inputs on onnx, forward hooks on tfjs.
+    const edits = steerEdits(model, values);
+    const fwdHooks = edits.map(editHook);
+    const onnx = onnxFor(model, 'run', values.backend, null);
     let last: tf.Tensor1D;
     if (onnx) {
-      const r = await onnx.run(padBatch([tokens], 'right', 0), { hooks: [], finalPositionOnly: true });
+      const r = await onnx.run(padBatch([tokens], 'right', 0), { hooks: [], finalPositionOnly: true }, edits);
       last = tf.tensor1d(r.logits!.data);
       await onnx.dispose();
     } else {

@@ -2,7 +2,7 @@
 import { fail } from '../errors.js';
 import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
 import { readProbe } from '../probing/probe-file.js';
-import { directionAblationHook, steeringHook, type EditPositions } from '../probing/steer.js';
+import { ablationEdit, editHook, steeringEdit, type DirectionEdit, type EditPositions } from '../probing/steer.js';
 
 export const STEER_OPTIONS = {
   steer: { type: 'string' },
@@ -25,8 +25,9 @@ export const STEER_USAGE = `  --steer PROBE.json   add α·û at the probe's hoo
 
 type SteerValues = { [K in keyof typeof STEER_OPTIONS]?: string };
 
-export function steerHooks(model: HookedModel, values: SteerValues): FwdHook[] {
-  const hooks: FwdHook[] = [];
+/** The probe interventions asked for, as data (onnx graph inputs) — see steerHooks for tfjs. */
+export function steerEdits(model: HookedModel, values: SteerValues): DirectionEdit[] {
+  const edits: DirectionEdit[] = [];
   const posArg = values['steer-position'];
   let positions: EditPositions = 'all';
   if (posArg !== undefined) {
@@ -44,12 +45,17 @@ export function steerHooks(model: HookedModel, values: SteerValues): FwdHook[] {
     check(probe.hook, values.steer);
     const cls = values['steer-class'];
     const classValue = cls !== undefined && probe.classes && typeof probe.classes[0] === 'number' ? Number(cls) : cls;
-    hooks.push(steeringHook(probe, alpha, { ...(classValue !== undefined ? { cls: classValue } : {}), positions }));
+    edits.push(steeringEdit(probe, alpha, { ...(classValue !== undefined ? { cls: classValue } : {}), positions }));
   } else if (values.alpha !== undefined || values['steer-class'] !== undefined) fail('--alpha and --steer-class need --steer');
   if (values['ablate-direction'] !== undefined) {
     const probe = readProbe(values['ablate-direction'], values['probe-hook']);
     check(probe.hook, values['ablate-direction']);
-    hooks.push(directionAblationHook(probe, { positions }));
+    edits.push(ablationEdit(probe, { positions }));
   }
-  return hooks;
+  return edits;
+}
+
+/** The same interventions as tfjs forward hooks. */
+export function steerHooks(model: HookedModel, values: SteerValues): FwdHook[] {
+  return steerEdits(model, values).map(editHook);
 }

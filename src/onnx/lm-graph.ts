@@ -35,6 +35,11 @@ export interface LmGraphOptions {
    * [b, 1, new, P + new] and the ids, positions and rotary tables are the new positions'.
    */
   kvCache?: boolean;
+  /**
+   * Probe interventions as inputs edit_{i}_mask [1, T, 1] and edit_{i}_vec [d] (add: x + mask·vec)
+   * or edit_{i}_basis [r, d] (project: x − mask·(x·Bᵀ)·B), applied in order at their hooks.
+   */
+  edits?: readonly { hook: string; kind: 'add' | 'project' }[];
 }
 
 export interface LmGraph {
@@ -58,11 +63,22 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   const wanted = new Set(opts.hooks);
   const taps = new Map<string, string>();
   let patched = false;
+  const applied = new Set<number>();
   const hook = (name: string, value: string): string => {
     if (opts.patch?.hook === name) {
       value = g.add(value, g.mul('patch_mask', g.sub('patch_src', value)));
       patched = true;
     }
+    (opts.edits ?? []).forEach((e, i) => {
+      if (e.hook !== name) return;
+      const mask = `edit_${i}_mask`;
+      if (e.kind === 'add') value = g.add(value, g.mul(mask, `edit_${i}_vec`));
+      else {
+        const B = `edit_${i}_basis`;
+        value = g.sub(value, g.mul(mask, g.matMul(g.matMul(value, g.transpose(B, [1, 0])), B)));
+      }
+      applied.add(i);
+    });
     if (wanted.has(name)) taps.set(name, value);
     return value;
   };
@@ -83,6 +99,10 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   const maskBias = g.input('mask_bias', FLOAT, ['batch', 1, 'seq', opts.kvCache ? 'kseq' : 'seq']);
   const inputs = ['mask_bias'];
   const presents: string[] = [];
+  (opts.edits ?? []).forEach((e, i) => {
+    inputs.push(g.input(`edit_${i}_mask`, FLOAT, [1, 'seq', 1]));
+    inputs.push(e.kind === 'add' ? g.input(`edit_${i}_vec`, FLOAT, [d]) : g.input(`edit_${i}_basis`, FLOAT, ['rank', d]));
+  });
   if (opts.patch) {
     g.input('patch_mask', FLOAT, []);
     g.input('patch_src', FLOAT, []);
@@ -204,6 +224,9 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
     resid = hook(hp + 'hook_resid_post', g.add(resid, mlpOut));
   }
   const outputs: string[] = [];
+  (opts.edits ?? []).forEach((e, i) => {
+    if (!applied.has(i)) fail(`onnx backend: hook ${e.hook} of an edit is not in this graph`);
+  });
   if (opts.patch && !patched) fail(`onnx backend: hook ${opts.patch.hook} to patch is not in blocks ${from}..${last}`);
   if (opts.stopAtLayer !== undefined) {
     g.output('resid_out', resid);

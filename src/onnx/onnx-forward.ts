@@ -13,6 +13,7 @@ import type { ModelConfig } from '../models/config.js';
 import { lastPositionOneHot, maskBias, positionIds, validateTokens, type TokenBatch } from '../models/transformer.js';
 import { lmGraph, type LmGraphOptions } from './lm-graph.js';
 import { appendColumn } from '../hooks/token-batch.js';
+import { editPositionMask, type DirectionEdit } from '../probing/steer.js';
 
 type Ort = typeof import('onnxruntime-node');
 let ortModule: Promise<Ort> | null = null;
@@ -38,6 +39,21 @@ export interface OnnxForwardOptions {
   threads?: number;
 }
 
+function withEdits(o: LmGraphOptions, edits: readonly DirectionEdit[]): LmGraphOptions {
+  return edits.length ? { ...o, edits: edits.map((e) => ({ hook: e.hook, kind: e.kind })) } : o;
+}
+
+/** Edit inputs for a pass of T positions (the masks depend on T). */
+function editFeeds(edits: readonly DirectionEdit[], T: number): Record<string, HostTensor> {
+  const feeds: Record<string, HostTensor> = {};
+  edits.forEach((e, i) => {
+    feeds[`edit_${i}_mask`] = { data: editPositionMask(e.positions, T), shape: [1, T, 1] };
+    if (e.kind === 'add') feeds[`edit_${i}_vec`] = { data: e.vector, shape: [e.vector.length] };
+    else feeds[`edit_${i}_basis`] = { data: e.basis, shape: [e.rank, e.basis.length / e.rank] };
+  });
+  return feeds;
+}
+
 export class OnnxForward {
   private readonly sessions = new Map<string, Promise<{ session: OrtSession; inputs: string[]; outputs: string[] }>>();
 
@@ -49,7 +65,7 @@ export class OnnxForward {
   }
 
   private session(o: LmGraphOptions) {
-    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hook ?? null, !!o.kvCache]);
+    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hook ?? null, !!o.kvCache, o.edits ?? []]);
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
@@ -65,9 +81,9 @@ export class OnnxForward {
     return s;
   }
 
-  /** Logits (unless stopAtLayer) and the requested hooks, on the host. */
-  async run(tokens: TokenBatch, o: LmGraphOptions): Promise<OnnxRunResult> {
-    const res = await this.runGraph(o, {}, this.commonFeeds(tokens));
+  /** Logits (unless stopAtLayer) and the requested hooks, on the host; `edits` applied on the way. */
+  async run(tokens: TokenBatch, o: LmGraphOptions, edits: readonly DirectionEdit[] = []): Promise<OnnxRunResult> {
+    const res = await this.runGraph(withEdits(o, edits), editFeeds(edits, tokens.seqLen), this.commonFeeds(tokens));
     const hooks = new Map<string, HostTensor>();
     for (const [n, t] of res) if (n !== 'logits' && n !== 'resid_out') hooks.set(n, t);
     return { logits: res.get('logits') ?? null, hooks };
@@ -102,7 +118,8 @@ export class OnnxForward {
    * pass and every step); the same contract as HookedModel.generateBatch: left-padded prompts,
    * each row its prompt ids then its new tokens (up to EOS with stopAtEos).
    */
-  async generateBatch(prompts: readonly number[][], maxNewTokens: number, opts: { stopAtEos?: boolean } = {}): Promise<number[][]> {
+  async generateBatch(prompts: readonly number[][], maxNewTokens: number, opts: { stopAtEos?: boolean; edits?: readonly DirectionEdit[] } = {}): Promise<number[][]> {
+    const edits = opts.edits ?? [];
     const cfg = this.model.cfg as ModelConfig;
     const start = this.model.toTokens(prompts.map((p) => [...p]), 'left');
     validateTokens(cfg, start);
@@ -123,7 +140,7 @@ export class OnnxForward {
     let cached = 0;
     for (let i = 0; i < maxNewTokens && longest + i < cfg.nCtx; i++) {
       const full: TokenBatch = { ids, mask, batch: b, seqLen: T };
-      const res = await this.runGraph({ hooks: [], finalPositionOnly: true, kvCache: true }, past, this.stepFeeds(full, cached));
+      const res = await this.runGraph(withEdits({ hooks: [], finalPositionOnly: true, kvCache: true }, edits), { ...past, ...editFeeds(edits, T - cached) }, this.stepFeeds(full, cached));
       const logits = res.get('logits')!;
       const V = logits.shape[2];
       const next = new Int32Array(b);

@@ -58,43 +58,66 @@ export function probeBasis(p: SavedProbe): Float32Array[] {
 /** Positions a hook edits: all, or one index (negative from the end). */
 export type EditPositions = 'all' | number;
 
-function checkHookWidth(p: SavedProbe, act: tf.Tensor): void {
-  const d = act.shape[act.shape.length - 1];
-  if (d !== p.weights.d) fail(`probe on ${p.hook} has d ${p.weights.d}, the activation there has ${d}`);
+/**
+ * A probe intervention as data, so that either runtime can apply it: tfjs through a forward hook
+ * (editHook), onnxruntime as graph inputs (lm-graph's `edits`).
+ *   add      x + vector at the chosen positions (steering: α·û);
+ *   project  x − (x·Bᵀ)·B with B's rows orthonormal (direction ablation).
+ */
+export type DirectionEdit =
+  | { hook: string; kind: 'add'; vector: Float32Array; positions: EditPositions }
+  | { hook: string; kind: 'project'; basis: Float32Array; rank: number; positions: EditPositions };
+
+export function steeringEdit(p: SavedProbe, alpha: number, opts: { cls?: LabelValue; positions?: EditPositions } = {}): DirectionEdit {
+  if (!Number.isFinite(alpha)) fail(`--alpha must be a number, got ${alpha}`);
+  const u = probeDirection(p, opts.cls);
+  return { hook: p.hook, kind: 'add', vector: u.map((v) => alpha * v), positions: opts.positions ?? 'all' };
 }
 
-/** Apply `edit` to the [batch, pos, d] activation at the chosen positions only. */
-function atPositions(act: tf.Tensor, positions: EditPositions, edit: (x: tf.Tensor) => tf.Tensor): tf.Tensor {
-  if (positions === 'all') return edit(act);
-  const T = act.shape[1]!;
+export function ablationEdit(p: SavedProbe, opts: { positions?: EditPositions } = {}): DirectionEdit {
+  const basis = probeBasis(p);
+  return { hook: p.hook, kind: 'project', basis: concat(basis), rank: basis.length, positions: opts.positions ?? 'all' };
+}
+
+/**
+ * The positions of a pass an edit touches, as a [T] 0/1 mask: all, or one index counted within the
+ * pass (negative from its end). An index outside the pass leaves it alone — with a KV cache a
+ * generation step's pass holds only its new token, so −1 is "the newest token" throughout.
+ */
+export function editPositionMask(positions: EditPositions, T: number): Float32Array {
+  const m = new Float32Array(T);
+  if (positions === 'all') return m.fill(1);
   const t = positions < 0 ? T + positions : positions;
-  if (t < 0 || t >= T) fail(`steering position ${positions} is outside the ${T} positions`);
-  const mask = tf.oneHot([t], T).reshape([1, T, 1]);
-  return tf.add(act, tf.mul(mask, tf.sub(edit(act), act)));
+  if (t >= 0 && t < T) m[t] = 1;
+  return m;
+}
+
+/** The edit as a forward hook on the tfjs runtime. */
+export function editHook(e: DirectionEdit): FwdHook {
+  const width = e.kind === 'add' ? e.vector.length : e.basis.length / e.rank;
+  return [e.hook, (act) => {
+    const d = act.shape[act.shape.length - 1]!;
+    if (d !== width) fail(`probe on ${e.hook} has d ${width}, the activation there has ${d}`);
+    const T = act.shape[1]!;
+    const mask = tf.tensor3d(editPositionMask(e.positions, T), [1, T, 1]);
+    let delta: tf.Tensor;
+    if (e.kind === 'add') delta = tf.tensor1d(e.vector);
+    else {
+      // −(x·Bᵀ)·B, with the basis as an [r, d] matrix.
+      const B = tf.tensor2d(e.basis, [e.rank, d]);
+      const flat = act.reshape([-1, d]);
+      delta = tf.neg(tf.matMul(tf.matMul(flat, B, false, true), B)).reshape(act.shape);
+    }
+    return tf.add(act, tf.mul(mask, delta));
+  }];
 }
 
 export function steeringHook(p: SavedProbe, alpha: number, opts: { cls?: LabelValue; positions?: EditPositions } = {}): FwdHook {
-  if (!Number.isFinite(alpha)) fail(`--alpha must be a number, got ${alpha}`);
-  const u = probeDirection(p, opts.cls);
-  return [p.hook, (act) => {
-    checkHookWidth(p, act);
-    return atPositions(act, opts.positions ?? 'all', (x) => tf.add(x, tf.mul(alpha, tf.tensor1d(u))));
-  }];
+  return editHook(steeringEdit(p, alpha, opts));
 }
 
 export function directionAblationHook(p: SavedProbe, opts: { positions?: EditPositions } = {}): FwdHook {
-  const basis = probeBasis(p);
-  return [p.hook, (act) => {
-    checkHookWidth(p, act);
-    return atPositions(act, opts.positions ?? 'all', (x) => {
-      // x − Σ_b (x·b) b, with the basis as a [d, r] matrix.
-      const d = p.weights.d;
-      const B = tf.tensor2d(concat(basis), [basis.length, d]);
-      const flat = x.reshape([-1, d]);
-      const coords = tf.matMul(flat, B, false, true);
-      return tf.sub(flat, tf.matMul(coords, B)).reshape(x.shape);
-    });
-  }];
+  return editHook(ablationEdit(p, opts));
 }
 
 function concat(rows: Float32Array[]): Float32Array {
