@@ -229,6 +229,21 @@ describe('--backend on the command line', () => {
     expect(rows('onnx.sqlite', top)).toEqual(rows('tfjs.sqlite', top));
   });
 
+  it('sae eval: the nine metrics agree across backends (≤1e-4) on the shipped stories SAE', { timeout: TIMEOUT }, async () => {
+    const d = caseDir('eval');
+    const prompts = path.join(d, 'p.jsonl');
+    fs.writeFileSync(prompts, fs.readFileSync(path.join(REPO_ROOT, 'datasets', 'stories', 'stories.jsonl'), 'utf8').split('\n').slice(0, 6).join('\n'));
+    const args = (b: string) => ['sae', 'eval', '--model', M(), '--sae', path.join(REPO_ROOT, 'datasets', 'stories260K-sae'), '--prompts', prompts, '--backend', b, '--json'];
+    const [a, b] = await Promise.all([cli(args('onnx')), cli(args('tfjs'))]);
+    expect(a.code, info(a)).toBe(0);
+    expect(b.code, info(b)).toBe(0);
+    const x = JSON.parse(a.stdout) as Record<string, number>;
+    const y = JSON.parse(b.stdout) as Record<string, number>;
+    expect(Object.keys(x)).toEqual(Object.keys(y));
+    for (const k of Object.keys(x)) expect(Math.abs(x[k] - y[k]) / Math.max(1, Math.abs(y[k])), k).toBeLessThan(1e-4);
+    expect(x.ce_loss_score).toBeGreaterThan(0.9);
+  });
+
   it('cache: the onnx file holds the tfjs values (≤1e-4), including attention patterns and logits', { timeout: TIMEOUT }, async () => {
     const d = caseDir('cache');
     const prompts = path.join(d, 'p.jsonl');

@@ -2,7 +2,8 @@
 import { initBackend } from '../backend/index.js';
 import { fail } from '../errors.js';
 import { loadModel } from '../models/load.js';
-import { evaluateSae, pickEvalMetrics } from '../sae/eval.js';
+import { evaluateSae, evaluateSaeOnnx, pickEvalMetrics } from '../sae/eval.js';
+import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { loadSae, readSaeConfig } from '../sae/io.js';
 import { saeHookLayout } from '../sae/splice.js';
 import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
@@ -24,7 +25,8 @@ export const saeEvalCommand: Command = {
                      naming none; lines may carry "image": path(s))
   --batch-tokens N   tokens per forward pass (default 512; prompts are never padded)
   --json             print {"l0","explained_variance","mse","cosine","ce_orig","ce_sae",
-                     "ce_zero","ce_loss_score","kl_div"} over every position of the prompts`,
+                     "ce_zero","ce_loss_score","kl_div"} over every position of the prompts
+${BACKEND_USAGE}`,
   async run(argv) {
     const { values } = parseOptions(CMD, argv, {
       model: { type: 'string' },
@@ -35,6 +37,7 @@ export const saeEvalCommand: Command = {
       'batch-tokens': { type: 'string' },
       json: { type: 'boolean' },
       ...IMAGE_OPTION,
+      ...BACKEND_OPTION,
     });
     const modelPath = requireString(CMD, values, 'model');
     const saeDir = requireString(CMD, values, 'sae');
@@ -52,7 +55,9 @@ export const saeEvalCommand: Command = {
     prompts.forEach((p, i) => {
       if (p.length === 0) fail(`${CMD}: prompt ${i + 1} tokenizes to no tokens`);
     });
-    const r = evaluateSae(model, sae, prompts, { batchTokens, images });
+    // The three forwards per batch run on onnxruntime where the model allows (the SAE stays on tfjs).
+    const onnx = images ? null : onnxFor(model, CMD, values.backend, null, [sae.cfg.hookName]);
+    const r = onnx ? await evaluateSaeOnnx(model, sae, prompts, onnx, { batchTokens }).finally(() => onnx.dispose()) : evaluateSae(model, sae, prompts, { batchTokens, images });
     if (values.json) return printJson(pickEvalMetrics(r));
     const rows: [string, number][] = [
       ['l0', r.l0],

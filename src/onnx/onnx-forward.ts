@@ -89,6 +89,12 @@ export class OnnxForward {
     return { logits: res.get('logits') ?? null, hooks };
   }
 
+  /** All-position logits with hook `hook` replaced everywhere by `src` (its shape). */
+  async runReplaced(tokens: TokenBatch, hook: string, src: HostTensor): Promise<HostTensor> {
+    const res = await this.runGraph({ hooks: [], patch: { hook } }, { patch_mask: { data: Float32Array.of(1), shape: [1] }, patch_src: src }, this.commonFeeds(tokens));
+    return res.get('logits')!;
+  }
+
   /**
    * Activation patching from a cached residual stream: block `layer` with `patch.hook` replaced
    * at the masked entries, the later blocks, and the final-position unembedding, each block its

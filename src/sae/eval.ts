@@ -12,7 +12,10 @@ import type { HookedModel } from '../hooks/hooked-model.js';
 import { padBatch, promptBatches } from '../hooks/token-batch.js';
 import { concatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Sae } from './sae.js';
-import { replaceAtSaeHook, runWithSae, saeHookLayout, toSaeRows } from './splice.js';
+import { replaceAtSaeHook, runWithSae, saeHookLayout, spliceSae, toSaeRows } from './splice.js';
+import type { HookFn } from '../hooks/hooked-model.js';
+import type { TokenBatch } from '../models/transformer.js';
+import type { OnnxForward } from '../onnx/onnx-forward.js';
 
 /** The keys `hooklens sae eval --json` prints, in order. */
 export const SAE_EVAL_KEYS = ['l0', 'explained_variance', 'mse', 'cosine', 'ce_orig', 'ce_sae', 'ce_zero', 'ce_loss_score', 'kl_div'] as const;
@@ -90,16 +93,10 @@ function pickTargets(lp: tf.Tensor2D, targets: Int32Array): Float32Array {
   return read(() => tf.gather(lp.reshape([-1]), idx));
 }
 
+/** The three forwards of one batch on tfjs: clean (capturing the SAE's input rows), spliced, zeroed. */
 function evalBatch(model: HookedModel, sae: Sae, batch: number[][], images: ImageBatch[], s: Sums): void {
   const layout = saeHookLayout(model, sae);
   const tokens = images.length ? { ...padBatch(batch, 'right'), images: concatImages(images) } : padBatch(batch, 'right');
-  const { batch: B, seqLen: T } = tokens;
-  const d = sae.cfg.dIn;
-  const lengths = batch.map((p) => p.length);
-  // Row b·T + t is a real position when t < lengths[b]; padded rows count nowhere.
-  const rowMask = new Float32Array(B * T);
-  lengths.forEach((len, b) => rowMask.fill(1, b * T, b * T + len));
-  // Clean run, capturing the SAE input rows without touching the activation.
   const held: tf.Tensor[] = [];
   try {
     const logitsOrig = model.run(tokens, { fwdHooks: [[layout.hook, (act) => void held.push(tf.keep(toSaeRows(act, layout)))]] });
@@ -109,62 +106,107 @@ function evalBatch(model: HookedModel, sae: Sae, batch: number[][], images: Imag
     held.push(logitsSae);
     const logitsZero = model.run(tokens, { fwdHooks: [replaceAtSaeHook(model, sae, (rows) => tf.zerosLike(rows))] });
     held.push(logitsZero);
-    const { acts, recons } = sae.forward(x);
-    const l0Rows = read(() => tf.sum(tf.cast(tf.notEqual(acts, 0), 'float32'), 1));
-    const fires = read(() => tf.sum(tf.mul(tf.cast(tf.notEqual(acts, 0), 'float32'), tf.tensor2d(rowMask, [B * T, 1])), 0));
-    const xs = x.dataSync();
-    const xh = recons.dataSync();
-    tf.dispose([acts, recons]);
-    const n = B * T;
-    for (let i = 0; i < n; i++) {
-      if (!rowMask[i]) continue;
-      let err = 0, dot = 0, nx = 0, nh = 0;
-      for (let j = 0; j < d; j++) {
-        const a = xs[i * d + j], h = xh[i * d + j];
-        err += (a - h) ** 2;
-        dot += a * h;
-        nx += a * a;
-        nh += h * h;
-        s.sumX[j] += a;
-        s.sumX2[j] += a * a;
-      }
-      s.sqErr += err;
-      const denom = Math.sqrt(nx) * Math.sqrt(nh);
-      s.cos += denom > 0 ? dot / denom : 0;
-      s.l0 += l0Rows[i];
-    }
-    for (let j = 0; j < fires.length; j++) s.fires[j] += fires[j];
-    for (const len of lengths) s.n += len;
-
-    if (T < 2) return;
-    // Next-token targets for positions 0..len−2 of each prompt, as rows of the [B·(T−1)] layout.
-    const rows: number[] = [];
-    const targetIds: number[] = [];
-    lengths.forEach((len, b) => {
-      for (let t = 0; t < len - 1; t++) {
-        rows.push(b * (T - 1) + t);
-        targetIds.push(tokens.ids[b * T + t + 1]);
-      }
-    });
-    if (rows.length === 0) return;
-    const targets = Int32Array.from(targetIds);
-    const real = (logits: tf.Tensor3D) => tf.tidy(() => tf.gather(nextTokenLogProbs(logits), rows)) as tf.Tensor2D;
-    const lpOrig = real(logitsOrig);
-    const lpSae = real(logitsSae);
-    const lpZero = real(logitsZero);
-    const kl = read(() => tf.sum(tf.mul(tf.exp(lpOrig), tf.sub(lpOrig, lpSae)), 1));
-    const [po, ps, pz] = [lpOrig, lpSae, lpZero].map((lp) => pickTargets(lp, targets));
-    tf.dispose([lpOrig, lpSae, lpZero]);
-    for (let i = 0; i < targets.length; i++) {
-      s.ceOrig -= po[i];
-      s.ceSae -= ps[i];
-      s.ceZero -= pz[i];
-      s.kl += kl[i];
-    }
-    s.ceN += targets.length;
+    scoreBatch(sae, tokens, batch, x, logitsOrig, logitsSae, logitsZero, s);
   } finally {
     tf.dispose(held);
   }
+}
+
+/**
+ * The same forwards on onnxruntime: the clean run outputs the hook, the SAE (and the zeroing)
+ * run on tfjs on those rows, and each replacement goes back in as the graph's patch input.
+ */
+async function evalBatchOnnx(model: HookedModel, sae: Sae, batch: number[][], s: Sums, onnx: OnnxForward): Promise<void> {
+  const layout = saeHookLayout(model, sae);
+  const tokens = padBatch(batch, 'right');
+  const orig = await onnx.run(tokens, { hooks: [layout.hook] });
+  const a = orig.hooks.get(layout.hook)!;
+  const held: tf.Tensor[] = [];
+  try {
+    const act = tf.tensor(a.data, a.shape);
+    held.push(act);
+    const replaced = async (fn: HookFn) => {
+      const r = tf.tidy(() => fn(act, { name: layout.hook }) as tf.Tensor);
+      const data = r.dataSync() as Float32Array;
+      r.dispose();
+      const l = await onnx.runReplaced(tokens, layout.hook, { data, shape: a.shape });
+      return tf.tensor3d(l.data, l.shape as [number, number, number]);
+    };
+    const logitsSae = await replaced(spliceSae(model, sae)[0][1]);
+    held.push(logitsSae);
+    const logitsZero = await replaced(replaceAtSaeHook(model, sae, (rows) => tf.zerosLike(rows))[1]);
+    held.push(logitsZero);
+    const logitsOrig = tf.tensor3d(orig.logits!.data, orig.logits!.shape as [number, number, number]);
+    held.push(logitsOrig);
+    const x = toSaeRows(act, layout);
+    held.push(x);
+    scoreBatch(sae, tokens, batch, x, logitsOrig, logitsSae, logitsZero, s);
+  } finally {
+    tf.dispose(held);
+  }
+}
+
+/** Reconstruction and CE statistics of one batch, added to `s`. */
+function scoreBatch(sae: Sae, tokens: TokenBatch, batch: number[][], x: tf.Tensor2D, logitsOrig: tf.Tensor3D, logitsSae: tf.Tensor3D, logitsZero: tf.Tensor3D, s: Sums): void {
+  const { batch: B, seqLen: T } = tokens;
+  const d = sae.cfg.dIn;
+  const lengths = batch.map((p) => p.length);
+  // Row b·T + t is a real position when t < lengths[b]; padded rows count nowhere.
+  const rowMask = new Float32Array(B * T);
+  lengths.forEach((len, b) => rowMask.fill(1, b * T, b * T + len));
+  const { acts, recons } = sae.forward(x);
+  const l0Rows = read(() => tf.sum(tf.cast(tf.notEqual(acts, 0), 'float32'), 1));
+  const fires = read(() => tf.sum(tf.mul(tf.cast(tf.notEqual(acts, 0), 'float32'), tf.tensor2d(rowMask, [B * T, 1])), 0));
+  const xs = x.dataSync();
+  const xh = recons.dataSync();
+  tf.dispose([acts, recons]);
+  const n = B * T;
+  for (let i = 0; i < n; i++) {
+    if (!rowMask[i]) continue;
+    let err = 0, dot = 0, nx = 0, nh = 0;
+    for (let j = 0; j < d; j++) {
+      const a = xs[i * d + j], h = xh[i * d + j];
+      err += (a - h) ** 2;
+      dot += a * h;
+      nx += a * a;
+      nh += h * h;
+      s.sumX[j] += a;
+      s.sumX2[j] += a * a;
+    }
+    s.sqErr += err;
+    const denom = Math.sqrt(nx) * Math.sqrt(nh);
+    s.cos += denom > 0 ? dot / denom : 0;
+    s.l0 += l0Rows[i];
+  }
+  for (let j = 0; j < fires.length; j++) s.fires[j] += fires[j];
+  for (const len of lengths) s.n += len;
+
+  if (T < 2) return;
+  // Next-token targets for positions 0..len−2 of each prompt, as rows of the [B·(T−1)] layout.
+  const rows: number[] = [];
+  const targetIds: number[] = [];
+  lengths.forEach((len, b) => {
+    for (let t = 0; t < len - 1; t++) {
+      rows.push(b * (T - 1) + t);
+      targetIds.push(tokens.ids[b * T + t + 1]);
+    }
+  });
+  if (rows.length === 0) return;
+  const targets = Int32Array.from(targetIds);
+  const real = (logits: tf.Tensor3D) => tf.tidy(() => tf.gather(nextTokenLogProbs(logits), rows)) as tf.Tensor2D;
+  const lpOrig = real(logitsOrig);
+  const lpSae = real(logitsSae);
+  const lpZero = real(logitsZero);
+  const kl = read(() => tf.sum(tf.mul(tf.exp(lpOrig), tf.sub(lpOrig, lpSae)), 1));
+  const [po, ps, pz] = [lpOrig, lpSae, lpZero].map((lp) => pickTargets(lp, targets));
+  tf.dispose([lpOrig, lpSae, lpZero]);
+  for (let i = 0; i < targets.length; i++) {
+    s.ceOrig -= po[i];
+    s.ceSae -= ps[i];
+    s.ceZero -= pz[i];
+    s.kl += kl[i];
+  }
+  s.ceN += targets.length;
 }
 
 /**
@@ -177,26 +219,46 @@ function evalBatch(model: HookedModel, sae: Sae, batch: number[][], images: Imag
  * ce_loss_score = (ce_zero − ce_sae)/(ce_zero − ce_orig); kl_div = mean KL(clean ‖ spliced).
  */
 export function evaluateSae(model: HookedModel, sae: Sae, prompts: number[][], opts: EvaluateSaeOptions = {}): SaeEvalResult {
+  const { order, s } = evalSetup(model, sae, prompts);
+  const sorted = order.map((i) => prompts[i]);
+  const total = prompts.reduce((n, p) => n + p.length, 0);
+  let done = 0;
+  for (const { start, group } of promptBatches(sorted, { maxTokens: opts.batchTokens ?? 512 })) {
+    const imgs = order.slice(start, start + group.length).map((i) => opts.images?.[i]).filter((x): x is ImageBatch => !!x);
+    evalBatch(model, sae, group, imgs, s);
+    done += group.reduce((n, p) => n + p.length, 0);
+    opts.onProgress?.(done, total);
+  }
+  return evalResult(sae, s);
+}
+
+/** evaluateSae with the forwards on onnxruntime (text language models, no images): the same metrics to ~1e-5. */
+export async function evaluateSaeOnnx(model: HookedModel, sae: Sae, prompts: number[][], onnx: OnnxForward, opts: Omit<EvaluateSaeOptions, 'images'> = {}): Promise<SaeEvalResult> {
+  const { order, s } = evalSetup(model, sae, prompts);
+  const sorted = order.map((i) => prompts[i]);
+  const total = prompts.reduce((n, p) => n + p.length, 0);
+  let done = 0;
+  for (const { group } of promptBatches(sorted, { maxTokens: opts.batchTokens ?? 512 })) {
+    await evalBatchOnnx(model, sae, group, s, onnx);
+    done += group.reduce((n, p) => n + p.length, 0);
+    opts.onProgress?.(done, total);
+  }
+  return evalResult(sae, s);
+}
+
+function evalSetup(model: HookedModel, sae: Sae, prompts: number[][]): { order: number[]; s: Sums } {
   saeHookLayout(model, sae);
   if (prompts.length === 0) fail('SAE eval: no prompts given');
   prompts.forEach((p, i) => {
     if (p.length === 0) fail(`SAE eval: prompt ${i + 1} has no tokens`);
   });
   if (!prompts.some((p) => p.length >= 2)) fail('SAE eval: every prompt has a single token, so there is no next-token cross-entropy to measure');
-  const budget = opts.batchTokens ?? 512;
-  const s = new Sums(new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dSae));
   // Longest first, so each batch pads to its first prompt and batches shrink as lengths do.
   const order = prompts.map((_, i) => i).sort((a, b) => prompts[b].length - prompts[a].length);
-  const sorted = order.map((i) => prompts[i]);
-  const total = prompts.reduce((n, p) => n + p.length, 0);
-  let done = 0;
-  for (const { start, group } of promptBatches(sorted, { maxTokens: budget })) {
-    const imgs = order.slice(start, start + group.length).map((i) => opts.images?.[i]).filter((x): x is ImageBatch => !!x);
-    evalBatch(model, sae, group, imgs, s);
-    done += group.reduce((n, p) => n + p.length, 0);
-    opts.onProgress?.(done, total);
-  }
+  return { order, s: new Sums(new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dIn), new Float64Array(sae.cfg.dSae)) };
+}
 
+function evalResult(sae: Sae, s: Sums): SaeEvalResult {
   let totalVar = 0;
   for (let j = 0; j < sae.cfg.dIn; j++) totalVar += s.sumX2[j] - (s.sumX[j] * s.sumX[j]) / s.n;
   const ev = 1 - s.sqErr / totalVar;
