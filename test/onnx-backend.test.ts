@@ -156,7 +156,7 @@ describe.each(MODELS)('%s: activation patching on onnxruntime', (name) => {
     model?.dispose();
   });
 
-  it('resid_pre, attn_out and mlp_out grids equal the reference (≤1e-4); head_out and pattern equal the tfjs grids', async () => {
+  it('resid_pre, attn_out and mlp_out grids equal the reference (≤1e-4); head_out, pattern, head_out_pos and resid_mid equal the tfjs grids', async () => {
     const pair = { clean: ref.clean, corrupt: ref.corrupt, answer: ref.answer, wrong: ref.wrong };
     // A small batch budget forces several chunks per layer.
     const session = new PatchingSession(model, [pair], { onnx, maxBatchTokens: 4 * ref.clean.length });
@@ -167,7 +167,7 @@ describe.each(MODELS)('%s: activation patching on onnxruntime', (name) => {
       const got = (grid.scores as number[][]).flat();
       expect(Math.max(...got.map((v, i) => Math.abs(v - want[i]))), component).toBeLessThan(1e-4);
     }
-    for (const component of ['head_out', 'pattern'] as const) {
+    for (const component of ['head_out', 'pattern', 'head_out_pos', 'resid_mid'] as const) {
       const a = (await session.gridAsync(component, 'activation')).scores.flat(3) as number[];
       const b = plain.grid(component, 'activation').scores.flat(3) as number[];
       expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), component).toBeLessThan(1e-4);

@@ -25,10 +25,11 @@ export interface LmGraphOptions {
    */
   fromLayer?: number;
   /**
-   * Replace hook `hook` by x + mask·(src − x): inputs 'patch_mask' (broadcastable to the hook's
-   * shape, 0/1) and 'patch_src' (the hook's shape) — activation patching as graph inputs.
+   * Replace hook `hooks[i]` by x + mask·(src − x): inputs patch_mask_{i} (broadcastable to the
+   * hook's shape, 0/1; a scalar 0 leaves the hook alone) and patch_src_{i} — activation patching
+   * as graph inputs.
    */
-  patch?: { hook: string };
+  patch?: { hooks: readonly string[] };
   /**
    * Incremental decoding: inputs past_k_{l} [b, K, dh, P] and past_v_{l} [b, K, P, dh] (P may be
    * 0), outputs present_k_{l} / present_v_{l} with the new positions appended; mask_bias is
@@ -62,13 +63,14 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   const g = new GraphBuilder();
   const wanted = new Set(opts.hooks);
   const taps = new Map<string, string>();
-  let patched = false;
+  const patched = new Set<number>();
   const applied = new Set<number>();
   const hook = (name: string, value: string): string => {
-    if (opts.patch?.hook === name) {
-      value = g.add(value, g.mul('patch_mask', g.sub('patch_src', value)));
-      patched = true;
-    }
+    (opts.patch?.hooks ?? []).forEach((h, i) => {
+      if (h !== name) return;
+      value = g.add(value, g.mul(`patch_mask_${i}`, g.sub(`patch_src_${i}`, value)));
+      patched.add(i);
+    });
     (opts.edits ?? []).forEach((e, i) => {
       if (e.hook !== name) return;
       const mask = `edit_${i}_mask`;
@@ -103,11 +105,9 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
     inputs.push(g.input(`edit_${i}_mask`, FLOAT, [1, 'seq', 1]));
     inputs.push(e.kind === 'add' ? g.input(`edit_${i}_vec`, FLOAT, [d]) : g.input(`edit_${i}_basis`, FLOAT, ['rank', d]));
   });
-  if (opts.patch) {
-    g.input('patch_mask', FLOAT, []);
-    g.input('patch_src', FLOAT, []);
-    inputs.push('patch_mask', 'patch_src');
-  }
+  (opts.patch?.hooks ?? []).forEach((_, i) => {
+    inputs.push(g.input(`patch_mask_${i}`, FLOAT, []), g.input(`patch_src_${i}`, FLOAT, []));
+  });
   let cos = '';
   let sin = '';
   if (cfg.positional === 'rope') {
@@ -227,7 +227,9 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
   (opts.edits ?? []).forEach((e, i) => {
     if (!applied.has(i)) fail(`onnx backend: hook ${e.hook} of an edit is not in this graph`);
   });
-  if (opts.patch && !patched) fail(`onnx backend: hook ${opts.patch.hook} to patch is not in blocks ${from}..${last}`);
+  (opts.patch?.hooks ?? []).forEach((h, i) => {
+    if (!patched.has(i)) fail(`onnx backend: hook ${h} to patch is not in blocks ${from}..${last}`);
+  });
   if (opts.stopAtLayer !== undefined) {
     g.output('resid_out', resid);
     outputs.push('resid_out');

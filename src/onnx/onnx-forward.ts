@@ -39,6 +39,9 @@ export interface OnnxForwardOptions {
   threads?: number;
 }
 
+/** Hooks of a block that position-resolved activation patching replaces (suffix runs). */
+export const SUFFIX_PATCH_POINTS = ['hook_resid_pre', 'hook_attn_out', 'hook_resid_mid', 'hook_mlp_out', 'hook_resid_post', 'attn.hook_z'] as const;
+
 function withEdits(o: LmGraphOptions, edits: readonly DirectionEdit[]): LmGraphOptions {
   return edits.length ? { ...o, edits: edits.map((e) => ({ hook: e.hook, kind: e.kind })) } : o;
 }
@@ -65,14 +68,18 @@ export class OnnxForward {
   }
 
   private session(o: LmGraphOptions) {
-    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hook ?? null, !!o.kvCache, o.edits ?? []]);
+    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hooks ?? null, !!o.kvCache, o.edits ?? []]);
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
         const { InferenceSession } = await ort();
         const g = lmGraph(this.model, o);
         const threads = this.opts.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
-        const session = await InferenceSession.create(g.bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'] });
+        // Block sessions (patching runs one per block, in turn) must not spin: a finished session's
+        // spinning threads starve the next one's on two cores (measured: blocks ~5× slower).
+        // Whole-model sessions keep ORT's default, which is faster for one graph.
+        const noSpin = o.fromLayer !== undefined ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {};
+        const session = await InferenceSession.create(g.bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], ...noSpin });
         return { session, inputs: g.inputs, outputs: g.outputs };
       })();
       this.sessions.set(key, s);
@@ -89,9 +96,37 @@ export class OnnxForward {
     return { logits: res.get('logits') ?? null, hooks };
   }
 
+  /**
+   * runPatched for a patch at positions ≥ `from` only: by causality the earlier positions are the
+   * base run's at every layer, so each block runs just positions from.. with the base run's keys
+   * and values of the earlier ones (`past[l]`: k [b, K, dh, from], v [b, K, from, dh]) — about
+   * half the work of patching at position p on average. `residPre` and the patch cover positions
+   * from.. only. Returns final-position logits [b, 1, vocab].
+   */
+  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }): Promise<HostTensor> {
+    const L = this.model.cfg.nLayers;
+    const common = this.stepFeeds(tokens, from);
+    let resid = residPre;
+    const off: HostTensor = { data: Float32Array.of(0), shape: [1] };
+    for (let l = layer; l < L; l++) {
+      // One session per block serves every component: each patch point is an input, a scalar 0 mask when idle.
+      const points = SUFFIX_PATCH_POINTS.map((p) => `blocks.${l}.${p}`);
+      const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v };
+      points.forEach((h, i) => {
+        const on = l === layer && h === patch.hook;
+        extra[`patch_mask_${i}`] = on ? patch.mask : off;
+        extra[`patch_src_${i}`] = on ? patch.src : off;
+      });
+      if (l === layer && !points.includes(patch.hook)) fail(`onnx backend: ${patch.hook} is not a position-resolved patch point`);
+      resid = (await this.runGraph({ hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: points } }, extra, common)).get('resid_out')!;
+    }
+    const head = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, { resid_in: resid }, common);
+    return head.get('logits')!;
+  }
+
   /** All-position logits with hook `hook` replaced everywhere by `src` (its shape). */
   async runReplaced(tokens: TokenBatch, hook: string, src: HostTensor): Promise<HostTensor> {
-    const res = await this.runGraph({ hooks: [], patch: { hook } }, { patch_mask: { data: Float32Array.of(1), shape: [1] }, patch_src: src }, this.commonFeeds(tokens));
+    const res = await this.runGraph({ hooks: [], patch: { hooks: [hook] } }, { patch_mask_0: { data: Float32Array.of(1), shape: [1] }, patch_src_0: src }, this.commonFeeds(tokens));
     return res.get('logits')!;
   }
 
@@ -109,9 +144,9 @@ export class OnnxForward {
       const extra: Record<string, HostTensor> = { resid_in: resid };
       const o: LmGraphOptions = { hooks: [], fromLayer: l, stopAtLayer: l };
       if (l === layer) {
-        o.patch = { hook: patch.hook };
-        extra.patch_mask = patch.mask;
-        extra.patch_src = patch.src;
+        o.patch = { hooks: [patch.hook] };
+        extra.patch_mask_0 = patch.mask;
+        extra.patch_src_0 = patch.src;
       }
       resid = (await this.runGraph(o, extra, common)).get('resid_out')!;
     }
