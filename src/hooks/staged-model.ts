@@ -20,7 +20,7 @@ import { ActivationCache } from './activation-cache.js';
 import { isOptInHook, positionAxis, resolveHookNames, type HookSelector } from './hook-names.js';
 import { KvCache } from '../models/kv-cache.js';
 import type { CacheOptions, FwdHook, GenerateOptions, GradientResult, HookFn, HookedModel, ModelInput, MultimodalInput, PosSlice, RunOptions } from './hooked-model.js';
-import { appendColumn, isTokenBatch, lastPositions, padBatch, type PaddingSide } from './token-batch.js';
+import { appendColumn, isTokenBatch, recordNextTokens, lastPositions, padBatch, type PaddingSide } from './token-batch.js';
 
 interface ForwardPlan {
   hooks: Map<string, HookFn[]>;
@@ -252,12 +252,7 @@ export class StagedModel implements HookedModel {
         next.dispose();
         ({ ids, mask } = appendColumn(ids, mask, b, T, nextIds));
         T++;
-        for (let r = 0; r < b; r++) {
-          if (done[r]) continue;
-          out[r].push(nextIds[r]);
-          if (opts.stopAtEos && nextIds[r] === eos) done[r] = true;
-        }
-        if (done.every(Boolean)) break;
+        if (recordNextTokens(out, done, nextIds, eos, opts.stopAtEos)) break;
       }
     } finally {
       kvCache?.dispose();

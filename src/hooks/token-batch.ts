@@ -80,3 +80,16 @@ export function appendColumn(ids: Int32Array, mask: Int32Array, b: number, T: nu
   }
   return { ids: ids2, mask: mask2 };
 }
+
+/**
+ * One decoding step's tokens into each unfinished row's output; a row finishes at EOS when
+ * stopAtEos. Returns true when every row has finished.
+ */
+export function recordNextTokens(out: number[][], done: boolean[], next: ArrayLike<number>, eos: number | null, stopAtEos: boolean | undefined): boolean {
+  for (let r = 0; r < out.length; r++) {
+    if (done[r]) continue;
+    out[r].push(next[r]);
+    if (stopAtEos && next[r] === eos) done[r] = true;
+  }
+  return done.every(Boolean);
+}

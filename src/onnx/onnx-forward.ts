@@ -12,7 +12,7 @@ import { ropeTables } from '../models/components.js';
 import type { ModelConfig } from '../models/config.js';
 import { lastPositionOneHot, maskBias, positionIds, validateTokens, type TokenBatch } from '../models/transformer.js';
 import { lmGraph, type LmGraphOptions } from './lm-graph.js';
-import { appendColumn } from '../hooks/token-batch.js';
+import { appendColumn, recordNextTokens } from '../hooks/token-batch.js';
 import { editPositionMask, type DirectionEdit } from '../probing/steer.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -198,18 +198,13 @@ export class OnnxForward {
       cached = T;
       ({ ids, mask } = appendColumn(ids, mask, b, T, next));
       T++;
-      for (let r = 0; r < b; r++) {
-        if (done[r]) continue;
-        out[r].push(next[r]);
-        if (opts.stopAtEos && next[r] === eos) done[r] = true;
-      }
-      if (done.every(Boolean)) break;
+      if (recordNextTokens(out, done, next, eos, opts.stopAtEos)) break;
     }
     return out;
   }
 
   /** Feeds for the positions after `past` of a batch (all of them when past = 0). */
-  private stepFeeds(tokens: TokenBatch, past: number): ReturnType<OnnxForward['commonFeeds']> {
+  private stepFeeds(tokens: TokenBatch, past: number): Record<string, { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] }> {
     const cfg = this.model.cfg as ModelConfig;
     const { batch: b, seqLen: T } = tokens;
     const Tn = T - past;
@@ -220,7 +215,7 @@ export class OnnxForward {
     };
     const pos = cols(positionIds(tokens));
     const newPart: TokenBatch = { ids: cols(tokens.ids), mask: cols(tokens.mask), batch: b, seqLen: Tn };
-    const feeds: ReturnType<OnnxForward['commonFeeds']> = {};
+    const feeds: ReturnType<OnnxForward['stepFeeds']> = {};
     feeds.input_ids = { type: 'int64', data: BigInt64Array.from(newPart.ids, (id, i) => BigInt(newPart.mask[i] ? id : 0)), dims: [b, Tn] };
     const m = maskBias(tokens, cfg.causal, past);
     feeds.mask_bias = { type: 'float32', data: m.dataSync() as Float32Array, dims: [b, 1, Tn, T] };
@@ -239,33 +234,14 @@ export class OnnxForward {
     return feeds;
   }
 
-  /** Mask, positions, rotary tables and last-position one-hot for a batch (host arrays). */
-  private commonFeeds(tokens: TokenBatch): Record<string, { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] }> {
-    const cfg = this.model.cfg as ModelConfig;
-    validateTokens(cfg, tokens);
-    const { batch: b, seqLen: T } = tokens;
-    const pos = positionIds(tokens);
-    const feeds: Record<string, { type: 'float32' | 'int64'; data: Float32Array | BigInt64Array; dims: number[] }> = {};
-    feeds.input_ids = { type: 'int64', data: BigInt64Array.from(tokens.ids, (id, i) => BigInt(tokens.mask[i] ? id : 0)), dims: [b, T] };
-    const mask = maskBias(tokens, cfg.causal);
-    feeds.mask_bias = { type: 'float32', data: mask.dataSync() as Float32Array, dims: [b, 1, T, T] };
-    mask.dispose();
-    feeds.positions = { type: 'int64', data: BigInt64Array.from(pos, (p) => BigInt(p)), dims: [b, T] };
-    if (cfg.positional === 'rope') {
-      const { cos, sin } = ropeTables(cfg, pos, b, T);
-      feeds.rope_cos = { type: 'float32', data: cos.dataSync() as Float32Array, dims: [b, T, 1, cfg.rotaryDim] };
-      feeds.rope_sin = { type: 'float32', data: sin.dataSync() as Float32Array, dims: [b, T, 1, cfg.rotaryDim] };
-      cos.dispose();
-      sin.dispose();
-    }
-    const oh = lastPositionOneHot(tokens);
-    feeds.last_onehot = { type: 'float32', data: oh.dataSync() as Float32Array, dims: [b, T, 1] };
-    oh.dispose();
-    return feeds;
+  /** Mask, positions, rotary tables and last-position one-hot for a whole batch (host arrays). */
+  private commonFeeds(tokens: TokenBatch): ReturnType<OnnxForward['stepFeeds']> {
+    validateTokens(this.model.cfg as ModelConfig, tokens);
+    return this.stepFeeds(tokens, 0);
   }
 
   /** Run one graph variant with the feeds it declares; outputs by name, on the host. */
-  private async runGraph(o: LmGraphOptions, extra: Record<string, HostTensor>, common: ReturnType<OnnxForward['commonFeeds']>): Promise<Map<string, HostTensor>> {
+  private async runGraph(o: LmGraphOptions, extra: Record<string, HostTensor>, common: ReturnType<OnnxForward['stepFeeds']>): Promise<Map<string, HostTensor>> {
     const { Tensor } = await ort();
     const { session, inputs, outputs } = await this.session(o);
     const feeds: Record<string, OrtTensor> = {};

@@ -191,14 +191,7 @@ export class PatchingSession {
    */
   private activationScores(stack: ComponentStack): number[] {
     const { cfg, def } = stack;
-    const N = this.pairs.length;
-    const shape = perPromptShape(cfg, stack.base, stack.seqLen(this.T));
-    const siteDims = def.siteAxes.map((a) => shape[a]);
-    const perLayer = siteDims.reduce((a, b) => a * b, 1);
-    const total = cfg.nLayers * perLayer;
-    const maskShape = shape.map((d, i) => (def.siteAxes.includes(i) ? d : 1));
-    const maskSize = maskShape.reduce((a, b) => a * b, 1);
-    const sitesPerForward = Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 1024) / (this.T * N)));
+    const { N, shape, siteDims, perLayer, total, maskShape, maskSize, sitesPerForward } = this.siteGeometry(stack);
     const src = this.sourceActivations(stack);
     // Every patched forward resumes from the base run's residual stream at the patched layer (or
     // the latest earlier layer the graph can resume at exactly, for tower blocks past its feature layer).
@@ -254,14 +247,7 @@ export class PatchingSession {
     const { cfg, def } = stack;
     // Sites at one position (resid_*, attn_out, mlp_out, head_out_pos): positions before it need no recomputing.
     if (def.axisNames[0] === 'pos' && def.siteAxes[0] === 0) return this.activationScoresOnnxSuffix(stack, onnx);
-    const N = this.pairs.length;
-    const shape = perPromptShape(cfg, stack.base, stack.seqLen(this.T));
-    const siteDims = def.siteAxes.map((a) => shape[a]);
-    const perLayer = siteDims.reduce((a, b) => a * b, 1);
-    const total = cfg.nLayers * perLayer;
-    const maskShape = shape.map((d, i) => (def.siteAxes.includes(i) ? d : 1));
-    const maskSize = maskShape.reduce((a, b) => a * b, 1);
-    const sitesPerForward = Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 1024) / (this.T * N)));
+    const { N, shape, siteDims, perLayer, total, maskShape, maskSize, sitesPerForward } = this.siteGeometry(stack);
     const toHost = (ts: tf.Tensor[]) => {
       const h = ts.map((t) => t.dataSync() as Float32Array);
       tf.dispose(ts);
@@ -391,6 +377,26 @@ export class PatchingSession {
       for (const t of repeated.values()) t.cleanLogProbs?.dispose();
     }
     return out;
+  }
+
+  /** Sites of a component: per-prompt shape, site axes, mask layout and sites per batched forward. */
+  private siteGeometry(stack: ComponentStack) {
+    const { cfg, def } = stack;
+    const N = this.pairs.length;
+    const shape = perPromptShape(cfg, stack.base, stack.seqLen(this.T));
+    const siteDims = def.siteAxes.map((a) => shape[a]);
+    const perLayer = siteDims.reduce((a, b) => a * b, 1);
+    const maskShape = shape.map((d, i) => (def.siteAxes.includes(i) ? d : 1));
+    return {
+      N,
+      shape,
+      siteDims,
+      perLayer,
+      total: cfg.nLayers * perLayer,
+      maskShape,
+      maskSize: maskShape.reduce((a, b) => a * b, 1),
+      sitesPerForward: Math.max(1, Math.floor((this.opts.maxBatchTokens ?? 1024) / (this.T * N))),
+    };
   }
 
   /** Targets for S copies of the pairs (site-major rows), cached per S in `cache`. */
