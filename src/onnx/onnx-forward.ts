@@ -90,7 +90,9 @@ export class OnnxForward {
 
   /** Logits (unless stopAtLayer) and the requested hooks, on the host; `edits` applied on the way. */
   async run(tokens: TokenBatch, o: LmGraphOptions, edits: readonly DirectionEdit[] = []): Promise<OnnxRunResult> {
-    const res = await this.runGraph(withEdits(o, edits), editFeeds(edits, tokens.seqLen), this.commonFeeds(tokens));
+    // Hook patterns ('blocks.*.hook_resid_post') as the tfjs runtime takes them.
+    const names = o.hooks.length ? this.model.resolveHooks([...o.hooks]) : [];
+    const res = await this.runGraph(withEdits({ ...o, hooks: names }, edits), editFeeds(edits, tokens.seqLen), this.commonFeeds(tokens));
     const hooks = new Map<string, HostTensor>();
     for (const [n, t] of res) if (n !== 'logits' && n !== 'resid_out') hooks.set(n, t);
     return { logits: res.get('logits') ?? null, hooks };
