@@ -141,29 +141,16 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
     cache.dispose();
     logits.dispose();
   });
-});
 
-describe.each(MODELS)('%s: activation patching on onnxruntime', (name) => {
-  const ref = patchingReference(name);
-  let model: HookedModel;
-  let onnx: OnnxForward;
-  beforeAll(async () => {
-    model = await loadModel(modelPath(name));
-    onnx = new OnnxForward(model);
-  });
-  afterAll(async () => {
-    await onnx?.dispose();
-    model?.dispose();
-  });
-
+  const pref = patchingReference(name);
   it('resid_pre, attn_out and mlp_out grids equal the reference (≤1e-4); head_out, pattern, head_out_pos and resid_mid equal the tfjs grids', async () => {
-    const pair = { clean: ref.clean, corrupt: ref.corrupt, answer: ref.answer, wrong: ref.wrong };
+    const pair = { clean: pref.clean, corrupt: pref.corrupt, answer: pref.answer, wrong: pref.wrong };
     // A small batch budget forces several chunks per layer.
-    const session = new PatchingSession(model, [pair], { onnx, maxBatchTokens: 4 * ref.clean.length });
+    const session = new PatchingSession(model, [pair], { onnx, maxBatchTokens: 4 * pref.clean.length });
     const plain = new PatchingSession(model, [pair]);
     for (const component of ['resid_pre', 'attn_out', 'mlp_out'] as const) {
       const grid = await session.gridAsync(component, 'activation');
-      const want = ref.grids[component].activation;
+      const want = pref.grids[component].activation;
       const got = (grid.scores as number[][]).flat();
       expect(Math.max(...got.map((v, i) => Math.abs(v - want[i]))), component).toBeLessThan(1e-4);
     }

@@ -20,7 +20,7 @@ import { ActivationCache } from './activation-cache.js';
 import { isOptInHook, positionAxis, resolveHookNames, type HookSelector } from './hook-names.js';
 import { KvCache } from '../models/kv-cache.js';
 import type { CacheOptions, FwdHook, GenerateOptions, GradientResult, HookFn, HookedModel, ModelInput, MultimodalInput, PosSlice, RunOptions } from './hooked-model.js';
-import { appendColumn, isTokenBatch, recordNextTokens, lastPositions, padBatch, type PaddingSide } from './token-batch.js';
+import { appendColumn, decodingRows, isTokenBatch, recordNextTokens, lastPositions, padBatch, type PaddingSide } from './token-batch.js';
 
 interface ForwardPlan {
   hooks: Map<string, HookFn[]>;
@@ -236,9 +236,7 @@ export class StagedModel implements HookedModel {
     let T = start.seqLen;
     let ids = start.ids;
     let mask = start.mask;
-    const out = Array.from({ length: b }, (_, r) => Array.from(ids.subarray(r * T, (r + 1) * T)).filter((_, t) => mask[r * T + t] === 1));
-    const longest = Math.max(...out.map((o) => o.length));
-    const done = new Array<boolean>(b).fill(false);
+    const { out, longest, done } = decodingRows(start);
     const hooks = opts.fwdHooks?.length ? { fwdHooks: opts.fwdHooks } : {};
     const kvCache = opts.kvCache === false ? undefined : new KvCache(cfg.nLayers, b);
     // Without a cache every step reruns the prompt: embed its images once (unless hooks may edit the tower).

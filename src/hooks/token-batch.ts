@@ -81,6 +81,13 @@ export function appendColumn(ids: Int32Array, mask: Int32Array, b: number, T: nu
   return { ids: ids2, mask: mask2 };
 }
 
+/** Decoding state of a left-padded batch: each row's real ids (its output so far), the longest row, finished flags. */
+export function decodingRows(start: { ids: Int32Array; mask: Int32Array; batch: number; seqLen: number }): { out: number[][]; longest: number; done: boolean[] } {
+  const T = start.seqLen;
+  const out = Array.from({ length: start.batch }, (_, r) => Array.from(start.ids.subarray(r * T, (r + 1) * T)).filter((_, t) => start.mask[r * T + t] === 1));
+  return { out, longest: Math.max(...out.map((o) => o.length)), done: new Array<boolean>(start.batch).fill(false) };
+}
+
 /**
  * One decoding step's tokens into each unfinished row's output; a row finishes at EOS when
  * stopAtEos. Returns true when every row has finished.

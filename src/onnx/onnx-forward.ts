@@ -12,7 +12,7 @@ import { ropeTables } from '../models/components.js';
 import type { ModelConfig } from '../models/config.js';
 import { lastPositionOneHot, maskBias, positionIds, validateTokens, type TokenBatch } from '../models/transformer.js';
 import { lmGraph, type LmGraphOptions } from './lm-graph.js';
-import { appendColumn, recordNextTokens } from '../hooks/token-batch.js';
+import { appendColumn, decodingRows, recordNextTokens } from '../hooks/token-batch.js';
 import { editPositionMask, type DirectionEdit } from '../probing/steer.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -38,9 +38,6 @@ export interface OnnxForwardOptions {
   /** Intra-op threads (default: every core). */
   threads?: number;
 }
-
-/** Hooks of a block that position-resolved activation patching replaces (suffix runs). */
-export const SUFFIX_PATCH_POINTS = ['hook_resid_pre', 'hook_attn_out', 'hook_resid_mid', 'hook_mlp_out', 'hook_resid_post', 'attn.hook_z'] as const;
 
 function withEdits(o: LmGraphOptions, edits: readonly DirectionEdit[]): LmGraphOptions {
   return edits.length ? { ...o, edits: edits.map((e) => ({ hook: e.hook, kind: e.kind })) } : o;
@@ -103,16 +100,18 @@ export class OnnxForward {
    * base run's at every layer, so each block runs just positions from.. with the base run's keys
    * and values of the earlier ones (`past[l]`: k [b, K, dh, from], v [b, K, from, dh]) — about
    * half the work of patching at position p on average. `residPre` and the patch cover positions
-   * from.. only. Returns final-position logits [b, 1, vocab].
+   * from.. only. `pointSuffixes` are the block hooks (suffixes of blocks.{l}.) each block session
+   * takes a patch at, so that one session per block serves every such component. Returns
+   * final-position logits [b, 1, vocab].
    */
-  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }): Promise<HostTensor> {
+  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }, pointSuffixes: readonly string[]): Promise<HostTensor> {
     const L = this.model.cfg.nLayers;
     const common = this.stepFeeds(tokens, from);
     let resid = residPre;
     const off: HostTensor = { data: Float32Array.of(0), shape: [1] };
     for (let l = layer; l < L; l++) {
       // One session per block serves every component: each patch point is an input, a scalar 0 mask when idle.
-      const points = SUFFIX_PATCH_POINTS.map((p) => `blocks.${l}.${p}`);
+      const points = pointSuffixes.map((p) => `blocks.${l}.${p}`);
       const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v };
       points.forEach((h, i) => {
         const on = l === layer && h === patch.hook;
@@ -171,9 +170,7 @@ export class OnnxForward {
     let T = start.seqLen;
     let ids = start.ids;
     let mask = start.mask;
-    const out = Array.from({ length: b }, (_, r) => Array.from(ids.subarray(r * T, (r + 1) * T)).filter((_, t) => mask[r * T + t] === 1));
-    const longest = Math.max(...out.map((o) => o.length));
-    const done = new Array<boolean>(b).fill(false);
+    const { out, longest, done } = decodingRows(start);
     const { nKvHeads: K, dHead: dh, nLayers: L } = cfg;
     let past: Record<string, HostTensor> = {};
     for (let l = 0; l < L; l++) {

@@ -17,7 +17,7 @@ import { repeatKvHeads } from '../models/components.js';
 import { maskBias, type TokenBatch } from '../models/transformer.js';
 import { finalRow, metricPerPrompt, type MetricKind, type MetricTargets } from './metrics.js';
 import { commonLength, type PromptPair } from './pairs.js';
-import { componentStack, componentHook, gridShape, nest, perPromptShape, type ComponentStack } from './sites.js';
+import { componentStack, componentHook, gridShape, isPositionResolved, nest, perPromptShape, POSITION_RESOLVED_SUFFIXES, type ComponentStack } from './sites.js';
 import { concatImages, repeatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Component, Method, PatchingGrid } from './types.js';
 import type { OnnxForward } from '../onnx/onnx-forward.js';
@@ -246,15 +246,10 @@ export class PatchingSession {
   private async activationScoresOnnx(stack: ComponentStack, onnx: OnnxForward): Promise<number[]> {
     const { cfg, def } = stack;
     // Sites at one position (resid_*, attn_out, mlp_out, head_out_pos): positions before it need no recomputing.
-    if (def.axisNames[0] === 'pos' && def.siteAxes[0] === 0) return this.activationScoresOnnxSuffix(stack, onnx);
+    if (isPositionResolved(def)) return this.activationScoresOnnxSuffix(stack, onnx);
     const { N, shape, siteDims, perLayer, total, maskShape, maskSize, sitesPerForward } = this.siteGeometry(stack);
-    const toHost = (ts: tf.Tensor[]) => {
-      const h = ts.map((t) => t.dataSync() as Float32Array);
-      tf.dispose(ts);
-      return h;
-    };
-    const src = toHost(this.sourceActivations(stack));
-    const baseResid = toHost(this.baseResidPre(stack));
+    const src = hostArrays(this.sourceActivations(stack));
+    const baseResid = hostArrays(this.baseResidPre(stack));
     const d = cfg.dModel;
     const tile = (x: Float32Array, times: number) => {
       const out = new Float32Array(x.length * times);
@@ -308,12 +303,7 @@ export class PatchingSession {
     const maskShapeFull = shape.map((dd, i) => (def.siteAxes.includes(i) ? dd : 1));
     const maskInner = maskShapeFull.slice(1).reduce((a, b) => a * b, 1);
     const { dModel: d, nKvHeads: K, dHead: dh, nLayers: L } = cfg;
-    const toHost = (ts: tf.Tensor[]) => {
-      const h = ts.map((t) => t.dataSync() as Float32Array);
-      tf.dispose(ts);
-      return h;
-    };
-    const src = toHost(this.sourceActivations(stack));
+    const src = hostArrays(this.sourceActivations(stack));
     // The base run on onnx: residual streams and (post-RoPE) keys and values of every layer.
     const kName = (l: number) => `blocks.${l}.attn.${cfg.positional === 'rope' ? 'hook_rot_k' : 'hook_k'}`;
     const names = Array.from({ length: L }, (_, l) => [`blocks.${l}.hook_resid_pre`, kName(l), `blocks.${l}.attn.hook_v`]).flat();
@@ -365,7 +355,7 @@ export class PatchingSession {
             hook: componentHook(stack, layer),
             mask: { data: mask, shape: [S * N, Tn, ...maskShapeFull.slice(1)] },
             src: { data: cut(src[layer], inner, p0, T, S), shape: [S * N, Tn, ...shape.slice(1)] },
-          });
+          }, POSITION_RESOLVED_SUFFIXES);
           const targets = this.repeatTargets(S, repeated);
           const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
           out.push(...values.dataSync());
@@ -541,6 +531,13 @@ function maskOffset(siteIndex: number, siteDims: number[], siteAxes: number[], m
   let off = 0;
   for (let i = 0; i < maskShape.length; i++) off = off * maskShape[i] + idx[i];
   return off;
+}
+
+/** Tensors to host arrays; the tensors are freed. */
+function hostArrays(ts: tf.Tensor[]): Float32Array[] {
+  const h = ts.map((t) => t.dataSync() as Float32Array);
+  tf.dispose(ts);
+  return h;
 }
 
 /** A padded batch with the pairs' images (in pair order), when they have any. */

@@ -47,6 +47,14 @@ export interface ComponentStack {
   seqLen(T: number): number;
 }
 
+/** Components whose sites are single positions (the first per-prompt axis): resid_*, attn_out, mlp_out, head_out_pos. */
+export function isPositionResolved(def: ComponentDef): boolean {
+  return def.axisNames[0] === 'pos' && def.siteAxes[0] === 0;
+}
+
+/** Hook suffixes of the position-resolved components, each once (suffix patching's patch points). */
+export const POSITION_RESOLVED_SUFFIXES: readonly string[] = [...new Set(Object.values(COMPONENTS).filter(isPositionResolved).map((d) => d.suffix))];
+
 export function baseComponent(c: string): { prefix: string; base: BaseComponent } {
   const prefix = c.startsWith('vision.') ? 'vision.' : '';
   const base = c.slice(prefix.length) as BaseComponent;
