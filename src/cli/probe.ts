@@ -7,7 +7,7 @@ import { globToRegExp } from '../hooks/hook-names.js';
 import { cacheHookColumns } from '../sae/activation-stream.js';
 import { fitProbe, PROBE_METHODS, type FittedProbe, type ProbeMethod } from '../probing/fit.js';
 import { readLabels } from '../probing/labels.js';
-import { writeProbeFiles } from '../probing/probe-file.js';
+import { probeJson, writeProbeFiles } from '../probing/probe-file.js';
 import { renderSweepSvg, sweepRows, sweepTable } from '../probing/report.js';
 import { parsePosition, probeRowsFromCache } from '../probing/rows.js';
 import { parseOptions, printJson, requireString, type Command } from './args.js';
@@ -114,9 +114,8 @@ export const probeCommand: Command = {
       const unconverged = probes.filter((p) => !p.solver.converged);
       if (unconverged.length) console.error(`warning: L-BFGS stopped before ‖∇‖ ≤ 1e-6 on ${unconverged.map((p) => `${p.hook} (‖∇‖ ${p.solver.gradNorm?.toExponential(1)})`).join(', ')}; raise --max-iter or --l2`);
       if (values.json) {
-        const json = JSON.parse(fs.readFileSync(files.json, 'utf8')) as Record<string, unknown>;
         if (isPattern) printJson({ hook: hookArg, position, files: [files.json, files.safetensors, ...extra], probes: sweepRows(probes) });
-        else printJson({ ...json, weights: undefined, files: [files.json, files.safetensors] });
+        else printJson({ ...probeJson(probes[0], position), weights: undefined, files: [files.json, files.safetensors] });
       } else if (!isPattern) {
         const p = probes[0];
         const s = (m: typeof p.train | null) => (m ? (m.accuracy !== undefined ? `accuracy ${m.accuracy.toFixed(3)}` : `R² ${m.r2!.toFixed(3)}`) : '—');
