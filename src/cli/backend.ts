@@ -1,10 +1,19 @@
 /** `--backend tfjs|onnx|auto`: which runtime a forward-only command uses. */
+import os from 'node:os';
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { OnnxForward } from '../onnx/onnx-forward.js';
 
-/** Float32 weight bytes an in-memory ONNX model can carry (protobuf messages stop at 2 GiB). */
-export const ONNX_MAX_WEIGHT_BYTES = 1.9 * 2 ** 30;
+/**
+ * Float32 weight bytes auto sends to onnxruntime: it keeps its own (and packed) copies of the
+ * weights next to tfjs's, so a model may use at most a quarter of the machine's memory there.
+ * (Graphs past 1.5 GiB hand their weights over as external data, so protobuf's 2 GiB limit on
+ * a message does not apply.)
+ */
+export function onnxMaxWeightBytes(): number {
+  // HOOKLENS_ONNX_MAX_BYTES lowers the limit (tests exercise the fallback with small models).
+  return Math.min(os.totalmem() / 4, Number(process.env.HOOKLENS_ONNX_MAX_BYTES) || Infinity);
+}
 
 export const BACKEND_OPTION = { backend: { type: 'string' } } as const;
 
@@ -19,17 +28,15 @@ export function onnxFor(model: HookedModel, cmd: string, backend: string | undef
   const b = backend ?? 'auto';
   if (b !== 'tfjs' && b !== 'onnx' && b !== 'auto') fail(`${cmd}: --backend must be tfjs, onnx or auto, got '${b}'`);
   if (b === 'tfjs') return null;
-  // One protobuf message holds the whole graph with its weights: 2 GiB at most.
   const bytes = model.weightNames().reduce((s, n) => s + 4 * model.weight(n).size, 0);
-  // HOOKLENS_ONNX_MAX_BYTES lowers the limit (tests exercise the fallback with small models).
-  const limit = Math.min(ONNX_MAX_WEIGHT_BYTES, Number(process.env.HOOKLENS_ONNX_MAX_BYTES) || Infinity);
+  const limit = onnxMaxWeightBytes();
   const fits = bytes < limit;
   // Per-head results are not graph outputs (yet): a cache asking for them runs on tfjs.
   const unexported = model.graph.kind === 'causal-lm' ? model.resolveHooks([...hooks]).find((h) => h.endsWith('attn.hook_result')) : undefined;
   const supported = model.graph.kind === 'causal-lm' && fits && !unexported;
   if (b === 'onnx') {
     if (model.graph.kind !== 'causal-lm') fail(`${cmd}: --backend onnx runs text language models only; ${model.source} is a ${model.graph.description} (use --backend tfjs)`);
-    if (!fits) fail(`${cmd}: --backend onnx: ${model.source} has ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights, over the ${(limit / 2 ** 30).toFixed(1)} GiB an in-memory ONNX graph can hold (use --backend tfjs)`);
+    if (!fits) fail(`${cmd}: --backend onnx: ${model.source} has ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights; onnxruntime's copy of them may take ${(limit / 2 ** 30).toFixed(1)} GiB here, a quarter of this machine's memory (use --backend tfjs)`);
     if (jsHooks) fail(`${cmd}: ${jsHooks} edits activations with a JS hook, which only the tfjs backend runs (use --backend tfjs or auto)`);
     if (unexported) fail(`${cmd}: --backend onnx does not export ${unexported} (use --backend tfjs or auto)`);
   }

@@ -41,6 +41,12 @@ export interface LmGraphOptions {
    * or edit_{i}_basis [r, d] (project: x − mask·(x·Bᵀ)·B), applied in order at their hooks.
    */
   edits?: readonly { hook: string; kind: 'add' | 'project' }[];
+  /**
+   * Logits of chosen tokens only: the unembedding comes in as inputs unembed_cols [d, C] and
+   * unembed_bias [C] (columns of W_U / b_U), so a logit-difference head carries no vocabulary-sized
+   * weight (for GPT-2 small: no 154 MB session to build, 1/25000 of the head's work).
+   */
+  logitColumns?: boolean;
 }
 
 export interface LmGraph {
@@ -48,11 +54,13 @@ export interface LmGraph {
   inputs: string[];
   /** Output names: 'logits' (unless stopped early) then the hooks. */
   outputs: string[];
+  /** Weights kept out of the protobuf (past maxEmbeddedBytes), as onnxruntime's externalData. */
+  externalData: { path: string; data: Uint8Array }[];
 }
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
-export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
+export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedBytes?: number): LmGraph {
   if (model.graph.kind !== 'causal-lm') fail(`onnx backend: ${model.graph.description} is not supported yet (text language models only)`);
   const cfg = model.cfg as ModelConfig;
   const known = new Set(model.hookNames());
@@ -60,7 +68,7 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
     if (!known.has(h)) fail(`onnx backend: unknown hook '${h}'`);
     if (h.endsWith('attn.hook_result')) fail(`onnx backend: ${h} is not exported; use the tfjs backend for per-head results`);
   }
-  const g = new GraphBuilder();
+  const g = new GraphBuilder(maxEmbeddedBytes);
   const wanted = new Set(opts.hooks);
   const taps = new Map<string, string>();
   const patched = new Set<number>();
@@ -240,7 +248,10 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
       resid = g.op('ReduceSum', [g.mul(resid, 'last_onehot'), g.constant([1], [1], 'int64')], { keepdims: 1 });
     }
     const final = norm(resid, 'ln_final');
-    g.output('logits', linear(final, 'unembed.W_U', 'unembed.b_U'));
+    if (opts.logitColumns) {
+      inputs.push(g.input('unembed_cols', FLOAT, [d, 'cols']), g.input('unembed_bias', FLOAT, ['cols']));
+      g.output('logits', g.add(g.matMul(final, 'unembed_cols'), 'unembed_bias'));
+    } else g.output('logits', linear(final, 'unembed.W_U', 'unembed.b_U'));
     outputs.push('logits');
   }
   for (const h of opts.hooks) {
@@ -250,5 +261,5 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions): LmGraph {
     outputs.push(h);
   }
   outputs.push(...presents);
-  return { bytes: g.toBytes(), inputs, outputs };
+  return { bytes: g.toBytes(), inputs, outputs, externalData: g.externalData() };
 }

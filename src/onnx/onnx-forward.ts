@@ -37,6 +37,8 @@ export interface OnnxRunResult {
 export interface OnnxForwardOptions {
   /** Intra-op threads (default: every core). */
   threads?: number;
+  /** Weight bytes serialised into a graph's protobuf; the rest go as external data (tests set it low). */
+  maxEmbeddedBytes?: number;
 }
 
 function withEdits(o: LmGraphOptions, edits: readonly DirectionEdit[]): LmGraphOptions {
@@ -65,18 +67,18 @@ export class OnnxForward {
   }
 
   private session(o: LmGraphOptions) {
-    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hooks ?? null, !!o.kvCache, o.edits ?? []]);
+    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hooks ?? null, !!o.kvCache, o.edits ?? [], !!o.logitColumns]);
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
         const { InferenceSession } = await ort();
-        const g = lmGraph(this.model, o);
+        const g = lmGraph(this.model, o, this.opts.maxEmbeddedBytes);
         const threads = this.opts.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
         // Block sessions (patching runs one per block, in turn) must not spin: a finished session's
         // spinning threads starve the next one's on two cores (measured: blocks ~5× slower).
         // Whole-model sessions keep ORT's default, which is faster for one graph.
         const noSpin = o.fromLayer !== undefined ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {};
-        const session = await InferenceSession.create(g.bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], ...noSpin });
+        const session = await InferenceSession.create(g.bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], externalData: g.externalData, ...noSpin });
         return { session, inputs: g.inputs, outputs: g.outputs };
       })();
       this.sessions.set(key, s);
@@ -96,33 +98,110 @@ export class OnnxForward {
   }
 
   /**
+   * One block's session for suffix patching: block `l` from resid_in with past keys/values and
+   * every patch point (block hooks `pointSuffixes`) an input — idle with a scalar 0 mask — so that
+   * one session serves the base run and every patched run of every position-resolved component.
+   * No hook outputs: each costs a copy per run (measured: five made the grid 1.6× slower).
+   */
+  private blockVariant(l: number, pointSuffixes: readonly string[]): LmGraphOptions & { patch: { hooks: string[] } } {
+    return { hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: pointSuffixes.map((p) => `blocks.${l}.${p}`) } };
+  }
+
+  private idlePatch(points: number): Record<string, HostTensor> {
+    const off: HostTensor = { data: Float32Array.of(0), shape: [1] };
+    const feeds: Record<string, HostTensor> = {};
+    for (let i = 0; i < points; i++) feeds[`patch_mask_${i}`] = feeds[`patch_src_${i}`] = off;
+    return feeds;
+  }
+
+  /**
+   * A batch run block by block from its embeddings (`embeds` = blocks.0.hook_resid_pre [b, T, d])
+   * through runPatchedSuffix's block sessions: each block's hook_resid_pre, keys [b, K, dh, T] and
+   * values [b, K, T, dh] — what suffix patching resumes from — without a whole-model session (for
+   * GPT-2 small that one costs ~5 s to emit and load).
+   */
+  async blockStreams(tokens: TokenBatch, embeds: HostTensor, pointSuffixes: readonly string[]): Promise<{ residPre: HostTensor[]; keys: HostTensor[]; values: HostTensor[] }> {
+    const { nLayers: L, nKvHeads: K, dHead: dh } = this.model.cfg as ModelConfig;
+    const common = this.commonFeeds(tokens);
+    const b = tokens.batch;
+    const residPre: HostTensor[] = [];
+    const keys: HostTensor[] = [];
+    const values: HostTensor[] = [];
+    let resid = embeds;
+    for (let l = 0; l < L; l++) {
+      residPre.push(resid);
+      const extra: Record<string, HostTensor> = {
+        resid_in: resid,
+        [`past_k_${l}`]: { data: new Float32Array(0), shape: [b, K, dh, 0] },
+        [`past_v_${l}`]: { data: new Float32Array(0), shape: [b, K, 0, dh] },
+        ...this.idlePatch(pointSuffixes.length),
+      };
+      const res = await this.runGraph(this.blockVariant(l, pointSuffixes), extra, common);
+      keys.push(res.get(`present_k_${l}`)!);
+      values.push(res.get(`present_v_${l}`)!);
+      resid = res.get('resid_out')!;
+    }
+    return { residPre, keys, values };
+  }
+
+  /**
    * runPatched for a patch at positions ≥ `from` only: by causality the earlier positions are the
    * base run's at every layer, so each block runs just positions from.. with the base run's keys
    * and values of the earlier ones (`past[l]`: k [b, K, dh, from], v [b, K, from, dh]) — about
    * half the work of patching at position p on average. `residPre` and the patch cover positions
    * from.. only. `pointSuffixes` are the block hooks (suffixes of blocks.{l}.) each block session
    * takes a patch at, so that one session per block serves every such component. Returns
-   * final-position logits [b, 1, vocab].
+   * final-position logits [b, 1, vocab] (or [b, 1, C] of the token ids `columns`).
    */
-  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }, pointSuffixes: readonly string[]): Promise<HostTensor> {
+  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }, pointSuffixes: readonly string[], columns?: readonly number[]): Promise<HostTensor> {
     const L = this.model.cfg.nLayers;
     const common = this.stepFeeds(tokens, from);
     let resid = residPre;
-    const off: HostTensor = { data: Float32Array.of(0), shape: [1] };
     for (let l = layer; l < L; l++) {
-      // One session per block serves every component: each patch point is an input, a scalar 0 mask when idle.
-      const points = pointSuffixes.map((p) => `blocks.${l}.${p}`);
-      const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v };
-      points.forEach((h, i) => {
-        const on = l === layer && h === patch.hook;
-        extra[`patch_mask_${i}`] = on ? patch.mask : off;
-        extra[`patch_src_${i}`] = on ? patch.src : off;
-      });
-      if (l === layer && !points.includes(patch.hook)) fail(`onnx backend: ${patch.hook} is not a position-resolved patch point`);
-      resid = (await this.runGraph({ hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: points } }, extra, common)).get('resid_out')!;
+      const o = this.blockVariant(l, pointSuffixes);
+      const points = o.patch.hooks;
+      const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v, ...this.idlePatch(points.length) };
+      if (l === layer) {
+        const i = points.indexOf(patch.hook);
+        if (i < 0) fail(`onnx backend: ${patch.hook} is not a position-resolved patch point`);
+        extra[`patch_mask_${i}`] = patch.mask;
+        extra[`patch_src_${i}`] = patch.src;
+      }
+      resid = (await this.runGraph(o, extra, common)).get('resid_out')!;
     }
-    const head = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, { resid_in: resid }, common);
-    return head.get('logits')!;
+    return this.head(resid, common, columns);
+  }
+
+  /**
+   * Final-position logits [b, 1, vocab] from the residual after the last block — or, with
+   * `columns`, the logits of those token ids only [b, 1, C] (W_U's columns as inputs: no
+   * vocabulary-sized session to build).
+   */
+  private async head(resid: HostTensor, common: ReturnType<OnnxForward['stepFeeds']>, columns?: readonly number[]): Promise<HostTensor> {
+    const L = this.model.cfg.nLayers;
+    if (!columns) return (await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, { resid_in: resid }, common)).get('logits')!;
+    const res = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true, logitColumns: true }, { resid_in: resid, ...this.unembedColumns(columns) }, common);
+    return res.get('logits')!;
+  }
+
+  private readonly columnFeeds = new Map<string, Record<string, HostTensor>>();
+
+  /** W_U's columns (and b_U's entries) of the token ids, as head inputs; kept per id list. */
+  private unembedColumns(columns: readonly number[]): Record<string, HostTensor> {
+    const key = columns.join(',');
+    let feeds = this.columnFeeds.get(key);
+    if (!feeds) {
+      const W = this.model.weight('unembed.W_U');
+      const [d, V] = W.shape;
+      const w = W.dataSync() as Float32Array;
+      const C = columns.length;
+      const cols = new Float32Array(d * C);
+      for (let i = 0; i < d; i++) for (let c = 0; c < C; c++) cols[i * C + c] = w[i * V + columns[c]];
+      const b = this.model.hasWeight('unembed.b_U') ? (this.model.weight('unembed.b_U').dataSync() as Float32Array) : null;
+      feeds = { unembed_cols: { data: cols, shape: [d, C] }, unembed_bias: { data: Float32Array.from(columns, (c) => (b ? b[c] : 0)), shape: [C] } };
+      this.columnFeeds.set(key, feeds);
+    }
+    return feeds;
   }
 
   /** All-position logits with hook `hook` replaced everywhere by `src` (its shape). */
@@ -135,9 +214,9 @@ export class OnnxForward {
    * Activation patching from a cached residual stream: block `layer` with `patch.hook` replaced
    * at the masked entries, the later blocks, and the final-position unembedding, each block its
    * own session (so every patched layer reuses the plain sessions of the blocks after it).
-   * Returns logits [b, 1, vocab].
+   * Returns logits [b, 1, vocab] (or [b, 1, C] of the token ids `columns`).
    */
-  async runPatched(tokens: TokenBatch, layer: number, residPre: HostTensor, patch: { hook: string; mask: HostTensor; src: HostTensor }): Promise<HostTensor> {
+  async runPatched(tokens: TokenBatch, layer: number, residPre: HostTensor, patch: { hook: string; mask: HostTensor; src: HostTensor }, columns?: readonly number[]): Promise<HostTensor> {
     const L = this.model.cfg.nLayers;
     const common = this.commonFeeds(tokens);
     let resid = residPre;
@@ -151,8 +230,7 @@ export class OnnxForward {
       }
       resid = (await this.runGraph(o, extra, common)).get('resid_out')!;
     }
-    const head = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, { resid_in: resid }, common);
-    return head.get('logits')!;
+    return this.head(resid, common, columns);
   }
 
   /**
@@ -267,5 +345,6 @@ export class OnnxForward {
       }
     }
     this.sessions.clear();
+    this.columnFeeds.clear();
   }
 }

@@ -62,6 +62,8 @@ export class PatchingSession {
   readonly source: TokenBatch;
   private readonly targets: MetricTargets;
   private baseline: { base: number; source: number } | null = null;
+  /** The base run on onnxruntime (suffix patching), on first use. */
+  private baseStreams: ReturnType<OnnxForward['blockStreams']> | null = null;
 
   constructor(
     readonly model: HookedModel,
@@ -250,6 +252,7 @@ export class PatchingSession {
     const { N, shape, siteDims, perLayer, total, maskShape, maskSize, sitesPerForward } = this.siteGeometry(stack);
     const src = hostArrays(this.sourceActivations(stack));
     const baseResid = hostArrays(this.baseResidPre(stack));
+    const head = this.onnxHead();
     const d = cfg.dModel;
     const tile = (x: Float32Array, times: number) => {
       const out = new Float32Array(x.length * times);
@@ -272,8 +275,8 @@ export class PatchingSession {
           hook: componentHook(stack, layer),
           mask: { data: mask, shape: [S * N, ...maskShape] },
           src: { data: tile(src[layer], S), shape: [S * N, ...shape] },
-        });
-        const targets = this.repeatTargets(S, repeated);
+        }, head.columns);
+        const targets = this.repeatTargets(S, repeated, head.targets);
         const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
         out.push(...values.dataSync());
         values.dispose();
@@ -303,30 +306,28 @@ export class PatchingSession {
     const maskShapeFull = shape.map((dd, i) => (def.siteAxes.includes(i) ? dd : 1));
     const maskInner = maskShapeFull.slice(1).reduce((a, b) => a * b, 1);
     const { dModel: d, nKvHeads: K, dHead: dh, nLayers: L } = cfg;
+    // The base run block by block through the sessions the patched runs use; the source's
+    // activations from one tfjs forward (a stream session per block would cost more to build).
     const src = hostArrays(this.sourceActivations(stack));
-    // The base run on onnx: residual streams and (post-RoPE) keys and values of every layer.
-    const kName = (l: number) => `blocks.${l}.attn.${cfg.positional === 'rope' ? 'hook_rot_k' : 'hook_k'}`;
-    const names = Array.from({ length: L }, (_, l) => [`blocks.${l}.hook_resid_pre`, kName(l), `blocks.${l}.attn.hook_v`]).flat();
-    const baseRun = await onnx.run(this.base, { hooks: names });
-    const hostOf = (n: string) => baseRun.hooks.get(n)!.data;
+    const base = await this.onnxBaseStreams(onnx);
+    const head = this.onnxHead();
     /** Rows [N, T, ...] → positions a..b of every row, tiled S times (site-major). */
     const cut = (x: Float32Array, per: number, a: number, b: number, S: number) => {
       const out = new Float32Array(S * N * (b - a) * per);
       for (let s2 = 0; s2 < S; s2++) for (let n = 0; n < N; n++) out.set(x.subarray((n * T + a) * per, (n * T + b) * per), ((s2 * N + n) * (b - a)) * per);
       return out;
     };
-    /** k or v [N, T, K, dh] → positions < p as [S·N, K, dh, p] (keys) or [S·N, K, p, dh] (values). */
+    /** Keys [N, K, dh, T] or values [N, K, T, dh] → positions < p as [S·N, K, dh, p] / [S·N, K, p, dh]. */
     const pastOf = (x: Float32Array, p: number, S: number, keys: boolean) => {
       const out = new Float32Array(S * N * K * dh * p);
-      for (let s2 = 0; s2 < S; s2++)
-        for (let n = 0; n < N; n++)
-          for (let kh = 0; kh < K; kh++)
-            for (let t = 0; t < p; t++)
-              for (let j = 0; j < dh; j++) {
-                const v = x[((n * T + t) * K + kh) * dh + j];
-                const r = (s2 * N + n) * K + kh;
-                out[keys ? (r * dh + j) * p + t : (r * p + t) * dh + j] = v;
-              }
+      for (let n = 0; n < N; n++)
+        for (let kh = 0; kh < K; kh++) {
+          const r = n * K + kh;
+          if (keys) for (let j = 0; j < dh; j++) out.set(x.subarray((r * dh + j) * T, (r * dh + j) * T + p), (r * dh + j) * p);
+          else out.set(x.subarray(r * T * dh, (r * T + p) * dh), r * p * dh);
+        }
+      const one = N * K * dh * p;
+      for (let s2 = 1; s2 < S; s2++) out.copyWithin(s2 * one, 0, one);
       return out;
     };
     const sitesPerForward = Math.max(perPos, Math.floor((this.opts.maxBatchTokens ?? 1024) / (T * N)));
@@ -348,15 +349,15 @@ export class PatchingSession {
           }
           const rows = padBatch(Array.from({ length: S * N }, (_, r) => this.basePrompt(r % N)));
           const past = Array.from({ length: L }, (_, l) => ({
-            k: { data: pastOf(hostOf(kName(l)), p0, S, true), shape: [S * N, K, dh, p0] },
-            v: { data: pastOf(hostOf(`blocks.${l}.attn.hook_v`), p0, S, false), shape: [S * N, K, p0, dh] },
+            k: { data: pastOf(base.keys[l].data, p0, S, true), shape: [S * N, K, dh, p0] },
+            v: { data: pastOf(base.values[l].data, p0, S, false), shape: [S * N, K, p0, dh] },
           }));
-          const logits = await onnx.runPatchedSuffix(rows, layer, p0, { data: cut(hostOf(`blocks.${layer}.hook_resid_pre`), d, p0, T, S), shape: [S * N, Tn, d] }, past, {
+          const logits = await onnx.runPatchedSuffix(rows, layer, p0, { data: cut(base.residPre[layer].data, d, p0, T, S), shape: [S * N, Tn, d] }, past, {
             hook: componentHook(stack, layer),
             mask: { data: mask, shape: [S * N, Tn, ...maskShapeFull.slice(1)] },
             src: { data: cut(src[layer], inner, p0, T, S), shape: [S * N, Tn, ...shape.slice(1)] },
-          }, POSITION_RESOLVED_SUFFIXES);
-          const targets = this.repeatTargets(S, repeated);
+          }, POSITION_RESOLVED_SUFFIXES, head.columns);
+          const targets = this.repeatTargets(S, repeated, head.targets);
           const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
           out.push(...values.dataSync());
           values.dispose();
@@ -367,6 +368,21 @@ export class PatchingSession {
       for (const t of repeated.values()) t.cleanLogProbs?.dispose();
     }
     return out;
+  }
+
+  /** The base run on onnxruntime, block by block from its embeddings (tfjs: a gather), once per session. */
+  private onnxBaseStreams(onnx: OnnxForward): ReturnType<OnnxForward['blockStreams']> {
+    if (!this.baseStreams) {
+      const { logits, cache } = this.model.runWithCache(this.base, { names: ['blocks.0.hook_resid_pre'], stopAtLayer: 0 });
+      const embeds = cache.get('blocks.0.hook_resid_pre');
+      const host = { data: embeds.dataSync() as Float32Array, shape: embeds.shape };
+      logits.dispose();
+      cache.dispose();
+      const streams = onnx.blockStreams(this.base, host, POSITION_RESOLVED_SUFFIXES);
+      this.baseStreams = streams;
+      streams.catch(() => (this.baseStreams = null));
+    }
+    return this.baseStreams;
   }
 
   /** Sites of a component: per-prompt shape, site axes, mask layout and sites per batched forward. */
@@ -390,15 +406,26 @@ export class PatchingSession {
   }
 
   /** Targets for S copies of the pairs (site-major rows), cached per S in `cache`. */
-  private repeatTargets(S: number, cache: Map<number, MetricTargets>): MetricTargets {
+  private repeatTargets(S: number, cache: Map<number, MetricTargets>, targets: MetricTargets = this.targets): MetricTargets {
     let t = cache.get(S);
     if (!t) {
       const rep = <T>(xs: T[]) => Array.from({ length: S }, () => xs).flat();
-      t = { answer: rep(this.targets.answer), wrong: rep(this.targets.wrong) };
-      if (this.targets.cleanLogProbs) t.cleanLogProbs = tf.keep(tf.tile(this.targets.cleanLogProbs, [S, 1]) as tf.Tensor2D);
+      t = { answer: rep(targets.answer), wrong: rep(targets.wrong) };
+      if (targets.cleanLogProbs) t.cleanLogProbs = tf.keep(tf.tile(targets.cleanLogProbs, [S, 1]) as tf.Tensor2D);
       cache.set(S, t);
     }
     return t;
+  }
+
+  /**
+   * What the onnx head computes: for the logit difference only the answer and wrong tokens'
+   * logits (targets re-indexed into those columns), else the whole vocabulary.
+   */
+  private onnxHead(): { columns?: number[]; targets: MetricTargets } {
+    if (this.metric !== 'logit_diff') return { targets: this.targets };
+    const columns = [...new Set([...this.targets.answer, ...this.targets.wrong])];
+    const at = new Map(columns.map((c, i) => [c, i]));
+    return { columns, targets: { answer: this.targets.answer.map((a) => at.get(a)!), wrong: this.targets.wrong.map((w) => at.get(w)!) } };
   }
 
   private basePrompt(n: number): number[] {
