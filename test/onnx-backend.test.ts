@@ -178,6 +178,48 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
     plain.dispose();
   });
 
+  it('under probe edits (steer at a resid_pre, ablate a direction in a later block) the onnx grids equal tfjs and a brute-force patched run', async () => {
+    const pair = { clean: pref.clean, corrupt: pref.corrupt, answer: pref.answer, wrong: pref.wrong };
+    const d = model.cfg.dModel;
+    const unit = (seed: number) => {
+      const v = Float32Array.from({ length: d }, (_, i) => Math.sin(seed * 7.1 + i * 1.3));
+      const n = Math.hypot(...v);
+      return v.map((x) => x / n);
+    };
+    const edits: DirectionEdit[] = [
+      { hook: 'blocks.1.hook_resid_pre', kind: 'add', vector: unit(1).map((x) => 2 * x), positions: 'all' },
+      { hook: 'blocks.1.hook_mlp_out', kind: 'project', basis: unit(2), rank: 1, positions: -1 },
+    ];
+    const session = new PatchingSession(model, [pair], { onnx, edits, maxBatchTokens: 4 * pref.clean.length });
+    const plain = new PatchingSession(model, [pair], { edits });
+    const before = onnx.sessionCount;
+    for (const component of ['resid_pre', 'mlp_out', 'head_out'] as const) {
+      const a = (await session.gridAsync(component, 'activation')).scores.flat(3) as number[];
+      const b = plain.grid(component, 'activation').scores.flat(3) as number[];
+      expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), component).toBeLessThan(1e-4);
+    }
+    expect(onnx.sessionCount).toBeGreaterThan(before);
+    // Brute force at one site: resid_pre of block 1 (where the steer acts) at position 2, the whole
+    // corrupt run with the edits and the clean value written in — no resuming, nothing cached.
+    const grid = plain.grid('resid_pre', 'activation');
+    const hooks = edits.map(editHook);
+    const { logits: cl, cache } = model.runWithCache([pref.clean], { names: ['blocks.1.hook_resid_pre'], fwdHooks: hooks });
+    const cleanAct = cache.get('blocks.1.hook_resid_pre');
+    const patchAt2 = (act: tf.Tensor) => tf.tidy(() => {
+      const m = tf.tensor3d(Float32Array.from({ length: pref.clean.length }, (_, t) => (t === 2 ? 1 : 0)), [1, pref.clean.length, 1]);
+      return tf.add(tf.mul(act, tf.sub(1, m)), tf.mul(cleanAct, m));
+    });
+    const ld = (l: tf.Tensor) => { const v = l.dataSync(); const V = model.cfg.dVocab; const o = (l.shape[1]! - 1) * V; return v[o + pair.answer] - v[o + pair.wrong]; };
+    const patched = model.run([pref.corrupt], { fwdHooks: [...hooks, ['blocks.1.hook_resid_pre', patchAt2]] });
+    const base = model.run([pref.corrupt], { fwdHooks: hooks });
+    const want = (ld(patched) - ld(base)) / (ld(cl) - ld(base));
+    expect(Math.abs((grid.scores as number[][])[1][2] - want)).toBeLessThan(1e-4);
+    tf.dispose([cl, patched, base]);
+    cache.dispose();
+    session.dispose();
+    plain.dispose();
+  });
+
   it('metrics that need the whole vocabulary (kl, logprob_diff) run the full head and equal the tfjs grids', async () => {
     const pair = { clean: pref.clean, corrupt: pref.corrupt, answer: pref.answer, wrong: pref.wrong };
     for (const metric of ['kl', 'logprob_diff'] as const) {
@@ -292,7 +334,6 @@ describe('--backend on the command line', () => {
   const bad: [string, string[], RegExp][] = [
     ['an unknown backend', ['run', '--model', modelPath('tiny-llama'), '--tokens', '1,2,3', '--backend', 'gpu'], /--backend must be tfjs, onnx or auto, got 'gpu'/],
     ['onnx asked for per-head results (not a graph output)', ['cache', '--model', modelPath('tiny-gpt2'), '--tokens', '1,2,3', '--hooks', 'blocks.0.attn.hook_result', '--backend', 'onnx', '--out', '/nonexistent-dir/x.arrow'], /--backend onnx does not export blocks\.0\.attn\.hook_result/],
-    ['onnx for a vision-language model', ['run', '--model', path.resolve(modelPath('tiny-llama'), '../tiny-llava'), '--tokens', '1,200,3', '--image', `${path.resolve(modelPath('tiny-llama'), '../tiny-llava')}/pixel_values.safetensors#0`, '--backend', 'onnx'], /--backend onnx runs text language models only/],
   ];
   for (const [label, args, re] of bad) {
     it(`bad input: ${label} — one line, exit ≠ 0`, { timeout: TIMEOUT }, async () => {

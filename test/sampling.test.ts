@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
 import { HooklensError } from '../src/errors.js';
 import { deriveSeed, filteredDistribution, makeSampler, sampleGenerate, sampleToken } from '../src/generation/sampling.js';
 import { loadModel } from '../src/models/load.js';
@@ -89,7 +90,7 @@ describe('sampling', () => {
 });
 
 describe('sampleGenerate (stories260K)', () => {
-  it('continues prompts, seeded per sequence, greedy equals HookedModel.generate', async () => {
+  it('continues prompts, seeded per sequence, greedy equals HookedModel.generate, the KV cache changes no token', async () => {
     const model = await loadModel(storiesGguf());
     try {
       const prompts = [model.encode('Once upon a time'), model.encode('Lily'), [model.tokenizer!.bosTokenId!]];
@@ -104,6 +105,13 @@ describe('sampleGenerate (stories260K)', () => {
       expect(b).toEqual(a);
       const c = sampleGenerate(model, prompts, { ...opts, seed: 6, batchSize: 3 });
       expect(c).not.toEqual(a);
+      // The KV cache changes the work, not the stories: whole-sequence reruns sample the same tokens.
+      const rerun = sampleGenerate(model, prompts, { ...opts, batchSize: 3, kvCache: false });
+      expect(rerun).toEqual(a);
+      // Rows of different lengths finishing at different steps (a stop token most ids hit).
+      const half = [...Array(model.cfg.dVocab).keys()].filter((id) => id % 2 === 0);
+      const mixed = { ...opts, maxTokens: 20, stopTokens: half };
+      expect(sampleGenerate(model, prompts, mixed)).toEqual(sampleGenerate(model, prompts, { ...mixed, kvCache: false }));
       // Temperature 0 is greedy decoding.
       const g = sampleGenerate(model, [prompts[0]], { maxTokens: 12, temperature: 0, stopAtEos: false });
       expect(g[0]).toEqual(model.generate(prompts[0], 12 - prompts[0].length));
@@ -111,6 +119,9 @@ describe('sampleGenerate (stories260K)', () => {
       const all = [...Array(model.cfg.dVocab).keys()];
       const one = sampleGenerate(model, prompts, { ...opts, stopTokens: all });
       one.forEach((s, i) => expect(s.length).toBe(prompts[i].length + 1));
+      const before = tf.memory().numTensors;
+      sampleGenerate(model, prompts, opts);
+      expect(tf.memory().numTensors).toBe(before);
       expect(() => sampleGenerate(model, prompts, { maxTokens: 10_000 })).toThrow(/context/);
     } finally {
       model.dispose();

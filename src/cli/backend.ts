@@ -17,8 +17,9 @@ export function onnxMaxWeightBytes(): number {
 
 export const BACKEND_OPTION = { backend: { type: 'string' } } as const;
 
-export const BACKEND_USAGE = `  --backend B      tfjs, onnx or auto (default): auto runs forward-only work of text language
-                   models on onnxruntime (both cores) and everything else on tfjs`;
+export const BACKEND_USAGE = `  --backend B      tfjs, onnx or auto (default): auto runs forward-only work (text and
+                   vision-language models, vision towers) on onnxruntime (both cores) and
+                   everything that needs JS hooks or gradients on tfjs`;
 
 /**
  * The onnx runner when the command should use it, else null (tfjs). `jsHooks` names what forces
@@ -32,10 +33,9 @@ export function onnxFor(model: HookedModel, cmd: string, backend: string | undef
   const limit = onnxMaxWeightBytes();
   const fits = bytes < limit;
   // Per-head results are not graph outputs (yet): a cache asking for them runs on tfjs.
-  const unexported = model.graph.kind === 'causal-lm' ? model.resolveHooks([...hooks]).find((h) => h.endsWith('attn.hook_result')) : undefined;
-  const supported = model.graph.kind === 'causal-lm' && fits && !unexported;
+  const unexported = model.resolveHooks([...hooks]).find((h) => h.endsWith('attn.hook_result'));
+  const supported = fits && !unexported;
   if (b === 'onnx') {
-    if (model.graph.kind !== 'causal-lm') fail(`${cmd}: --backend onnx runs text language models only; ${model.source} is a ${model.graph.description} (use --backend tfjs)`);
     if (!fits) fail(`${cmd}: --backend onnx: ${model.source} has ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights; onnxruntime's copy of them may take ${(limit / 2 ** 30).toFixed(1)} GiB here, a quarter of this machine's memory (use --backend tfjs)`);
     if (jsHooks) fail(`${cmd}: ${jsHooks} edits activations with a JS hook, which only the tfjs backend runs (use --backend tfjs or auto)`);
     if (unexported) fail(`${cmd}: --backend onnx does not export ${unexported} (use --backend tfjs or auto)`);

@@ -48,7 +48,7 @@ ${STEER_USAGE}`,
     let tokens: number[];
     if (onnx) {
       // Greedy with the KV cache on onnxruntime: the same tokens as tfjs (tested).
-      [tokens] = await onnx.generateBatch([promptTokens], n, { stopAtEos: values['stop-at-eos'], edits });
+      [tokens] = await onnx.generateBatch([promptTokens], n, { stopAtEos: values['stop-at-eos'], edits, ...(images ? { images } : {}) });
       await onnx.dispose();
     } else tokens = model.generate(promptTokens, n, { stopAtEos: values['stop-at-eos'], images, ...(fwdHooks.length ? { fwdHooks } : {}) });
     const text = model.tokenizer ? decodeContinuation(model.tokenizer, promptTokens, tokens) : '';

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import { STEER_OPTIONS, STEER_USAGE, steerHooks } from './steer-args.js';
+import { STEER_OPTIONS, STEER_USAGE, steerEdits } from './steer-args.js';
 import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { fail } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
@@ -115,10 +115,10 @@ Output (--out, and stdout with --json):
     for (const w of warnings) console.error(`hooklens patch: note: ${w}`);
     const bar = progressBar(`patch ${component}`);
     // A probe intervention applies to every forward of the session (clean, corrupt and patched).
-    const fwdHooks = steerHooks(model, values);
-    // Activation patching's patched forwards run on onnxruntime where they can (text LMs, no JS hooks).
-    const onnx = onnxFor(model, 'patch', values.backend, fwdHooks.length ? (values.steer ? '--steer' : '--ablate-direction') : null);
-    const session = new PatchingSession(model, pairs, { metric, direction, ...(fwdHooks.length ? { fwdHooks } : {}), ...(onnx ? { onnx } : {}), onProgress: (d, t) => bar.update(d, t) });
+    const edits = steerEdits(model, values);
+    // Activation patching's patched forwards run on onnxruntime where they can (probe edits are graph inputs there).
+    const onnx = onnxFor(model, 'patch', values.backend, null);
+    const session = new PatchingSession(model, pairs, { metric, direction, ...(edits.length ? { edits } : {}), ...(onnx ? { onnx } : {}), onProgress: (d, t) => bar.update(d, t) });
     try {
       const gridOpts = { rules, qkFix: values['qk-fix'], gradDrop: values['grad-drop'] };
       const methods = values.report ? [method, ...METHODS.filter((m) => m !== method)] : [method];

@@ -2,7 +2,6 @@ import * as tf from '@tensorflow/tfjs';
 import { STEER_OPTIONS, STEER_USAGE, steerEdits } from './steer-args.js';
 import { editHook } from '../probing/steer.js';
 import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
-import { padBatch } from '../hooks/token-batch.js';
 import { loadModel } from '../models/load.js';
 import { IMAGE_OPTION, parseOptions, parsePositiveInt, printJson, promptsFromArgs, requireString, type Command } from './args.js';
 import { promptInputs } from './images.js';
@@ -48,7 +47,7 @@ ${STEER_USAGE}`,
     const onnx = onnxFor(model, 'run', values.backend, null);
     let last: tf.Tensor1D;
     if (onnx) {
-      const r = await onnx.run(padBatch([tokens], 'right', 0), { hooks: [], finalPositionOnly: true }, edits);
+      const r = await onnx.run(model.toTokens(images ? { prompts: [tokens], images } : [tokens]), { hooks: [], finalPositionOnly: true }, edits);
       last = tf.tensor1d(r.logits!.data);
       await onnx.dispose();
     } else {

@@ -13,7 +13,8 @@
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import { padBatch } from '../hooks/token-batch.js';
-import { validateTokens } from '../models/transformer.js';
+import { KvCache } from '../models/kv-cache.js';
+import { validateTokens, type TokenBatch } from '../models/transformer.js';
 import { mulberry32 } from '../util/random.js';
 
 export interface SamplingOptions {
@@ -142,13 +143,21 @@ export interface SampleGenerateOptions extends SamplingOptions {
   batchSize?: number;
   /** Called after every decoding step with the number of finished sequences. */
   onProgress?: (finished: number, total: number) => void;
+  /**
+   * Keep past keys/values (default true): each step runs one new position per sequence through
+   * the blocks. false reruns every sequence whole at each step (the reference the cache is tested
+   * against; logits agree to float rounding, ~1e-6).
+   */
+  kvCache?: boolean;
 }
 
 /**
  * Sample continuations for several prompts (token ids, BOS included if wanted). Each sequence
  * has its own seeded RNG, so its tokens do not depend on which others share its batch (up to
  * float rounding of batched matmuls). Returns prompt + new ids per prompt, the stop token (EOS /
- * stopTokens) included when sampled. A full forward per step (no KV cache); only the last position is unembedded.
+ * stopTokens) included when sampled. Only the last position is unembedded; with the KV cache
+ * (default) a batch is left-padded and each step runs one new column, finished rows taking a
+ * padding slot until the whole batch is done.
  */
 export function sampleGenerate(model: HookedModel, prompts: number[][], opts: SampleGenerateOptions): number[][] {
   checkSamplingOptions(opts);
@@ -170,27 +179,74 @@ export function sampleGenerate(model: HookedModel, prompts: number[][], opts: Sa
   const done = seqs.map((s) => s.length >= maxTokens);
   let finished = done.filter(Boolean).length;
   const { dVocab } = model.cfg;
+  /** Sample row b's token for sequence i from final-position logits; true when i just finished. */
+  const take = (host: Float32Array, b: number, i: number) => {
+    const id = sampleToken(host.subarray(b * dVocab, (b + 1) * dVocab), opts, rngs[i]);
+    seqs[i].push(id);
+    if (seqs[i].length >= maxTokens || stop.has(id)) {
+      done[i] = true;
+      finished++;
+    }
+  };
 
   for (let start = 0; start < seqs.length; start += batchSize) {
     const idx = [...Array(Math.min(batchSize, seqs.length - start)).keys()].map((k) => start + k);
-    for (;;) {
-      const active = idx.filter((i) => !done[i]);
-      if (active.length === 0) break;
-      const tokens = padBatch(active.map((i) => seqs[i]), 'right', 0);
-      // Logits of each prompt's last real token only (the runtime picks it under right padding).
-      const logits = model.run(tokens, { finalPositionOnly: true });
-      const host = logits.dataSync() as Float32Array;
-      logits.dispose();
-      active.forEach((i, b) => {
-        const id = sampleToken(host.subarray(b * dVocab, (b + 1) * dVocab), opts, rngs[i]);
-        seqs[i].push(id);
-        if (seqs[i].length >= maxTokens || stop.has(id)) {
-          done[i] = true;
-          finished++;
-        }
-      });
+    if (opts.kvCache === false) {
+      for (;;) {
+        const active = idx.filter((i) => !done[i]);
+        if (active.length === 0) break;
+        const tokens = padBatch(active.map((i) => seqs[i]), 'right', 0);
+        // Logits of each prompt's last real token only (the runtime picks it under right padding).
+        const logits = model.run(tokens, { finalPositionOnly: true });
+        const host = logits.dataSync() as Float32Array;
+        logits.dispose();
+        active.forEach((i, b) => take(host, b, i));
+        opts.onProgress?.(finished, seqs.length);
+      }
+    } else {
+      sampleBatchCached(model, idx, seqs, done, take);
       opts.onProgress?.(finished, seqs.length);
     }
   }
   return seqs;
+}
+
+/**
+ * One batch with a KV cache: the unfinished rows, left-padded, then one column per step — the
+ * sampled token for a running row, a padding slot (mask 0) for a finished one, so finished rows
+ * neither grow nor affect the others.
+ */
+function sampleBatchCached(model: HookedModel, idx: number[], seqs: number[][], done: boolean[], take: (host: Float32Array, b: number, i: number) => void): void {
+  const rows = idx.filter((i) => !done[i]);
+  if (rows.length === 0) return;
+  const b = rows.length;
+  const first = padBatch(rows.map((i) => seqs[i]), 'left', 0);
+  let { ids, mask } = first;
+  let T = first.seqLen;
+  const cache = new KvCache(model.cfg.nLayers, b);
+  try {
+    for (;;) {
+      const batch: TokenBatch = { ids, mask, batch: b, seqLen: T };
+      const logits = model.run(batch, { finalPositionOnly: true, kvCache: cache });
+      const host = logits.dataSync() as Float32Array;
+      logits.dispose();
+      const live = rows.map((i) => !done[i]);
+      rows.forEach((i, r) => live[r] && take(host, r, i));
+      if (rows.every((i) => done[i])) return;
+      const ids2 = new Int32Array(b * (T + 1));
+      const mask2 = new Int32Array(b * (T + 1));
+      rows.forEach((i, r) => {
+        ids2.set(ids.subarray(r * T, (r + 1) * T), r * (T + 1));
+        mask2.set(mask.subarray(r * T, (r + 1) * T), r * (T + 1));
+        // A row finished before this step holds a padding slot; one that just finished keeps its last token out too.
+        ids2[r * (T + 1) + T] = done[i] ? 0 : seqs[i][seqs[i].length - 1];
+        mask2[r * (T + 1) + T] = done[i] ? 0 : 1;
+      });
+      ids = ids2;
+      mask = mask2;
+      T++;
+    }
+  } finally {
+    cache.dispose();
+  }
 }

@@ -16,6 +16,7 @@ import type { HookedModel } from './hooked-model.js';
 import type { OnnxForward } from '../onnx/onnx-forward.js';
 import { padBatch, promptBatches } from './token-batch.js';
 import type { TokenBatch } from '../models/transformer.js';
+import type { GraphExtras } from '../models/graph.js';
 
 export interface CacheRunOptions {
   hooks: string[];
@@ -29,7 +30,7 @@ export interface CacheRunOptions {
   signal?: AbortSignal;
   /** Record-batch size limits of the file (smaller batches let streaming readers shuffle better). */
   writer?: ArrowCacheWriterOptions;
-  /** Run the forwards on onnxruntime instead of tfjs (text language models; same values to ~1e-5). */
+  /** Run the forwards on onnxruntime instead of tfjs (same values to ~1e-5). */
   onnx?: OnnxForward;
 }
 
@@ -79,7 +80,7 @@ export async function writeActivationCache(
       const groupImages = images.slice(start, start + group.length).filter((x): x is ImageBatch => !!x && imageCount(x) > 0);
       const imgs = groupImages.length ? concatImages(groupImages) : undefined;
       const tokens = model.graph.kind === 'vision-tower' ? model.toTokens({ prompts: [], images: imgs ?? fail(`prompt ${start}: a vision tower needs an image`) }) : { ...padBatch(seqs.slice(start, start + group.length), 'right', 0), ...(imgs ? { images: imgs } : {}) };
-      const forward = opts.onnx ? await onnxForward(opts.onnx, tokens, names, stop.stopAtLayer, !!opts.logits) : tfjsForward(model, tokens, names, stop, !!opts.logits);
+      const forward = opts.onnx ? await onnxForward(opts.onnx, tokens, names, stop, !!opts.logits) : tfjsForward(model, tokens, names, stop, !!opts.logits);
       try {
         const host = forward.host;
         if (towerRows) {
@@ -141,8 +142,9 @@ function tfjsForward(model: HookedModel, tokens: Parameters<HookedModel['runWith
 }
 
 /** One batch on onnxruntime: the hooks are graph outputs, already on the host. */
-async function onnxForward(onnx: OnnxForward, tokens: TokenBatch, names: string[], stopAtLayer: number | undefined, logits: boolean): Promise<{ host: HostMap; dispose(): void }> {
-  const r = await onnx.run(tokens, { hooks: names, ...(stopAtLayer !== undefined ? { stopAtLayer } : {}) });
+async function onnxForward(onnx: OnnxForward, tokens: TokenBatch, names: string[], stop: GraphExtras, logits: boolean): Promise<{ host: HostMap; dispose(): void }> {
+  // Tower-only hooks (visionStopAtLayer): the language model does not run.
+  const r = await onnx.run(tokens, { hooks: names, ...(stop.stopAtLayer !== undefined ? { stopAtLayer: stop.stopAtLayer } : {}), ...(stop.visionStopAtLayer !== undefined ? { visionOnly: true } : {}) });
   const host: HostMap = new Map(r.hooks);
   if (logits && r.logits) host.set('logits', r.logits);
   return { host, dispose: () => {} };

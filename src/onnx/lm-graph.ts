@@ -1,17 +1,22 @@
 /**
- * The language-model stage as an ONNX graph, op for op the tfjs forward (components.ts): the same
- * norms, activations, rotate-half RoPE, GQA grouping and weights ([in, out], as loaded). Each
- * requested hook point becomes an extra graph output with the TransformerLens name and shape, so a
- * forward that only reads activations runs entirely in onnxruntime.
+ * The language-model stage as an ONNX graph: embedding (with a VLM's image rows spliced in),
+ * the generic blocks (block-graph.ts), final norm and unembedding, as the tfjs forward
+ * (transformer.ts). Each requested hook point becomes an extra graph output with the
+ * TransformerLens name and shape, so a forward that only reads activations runs entirely in
+ * onnxruntime; patches, probe edits and past keys/values are graph inputs.
  *
  * Inputs: input_ids int64 [b, T]; mask_bias float [b, 1, T, T] (0 / −1e9, as maskBias());
  * positions int64 [b, T] (learned positions) or rope_cos / rope_sin float [b, T, 1, rotaryDim]
  * (as ropeTables()); last_onehot float [b, T, 1] when only the final position is unembedded.
+ * With imageSplice: image_rows [b, T, d] (the projector's output at image positions, 0 elsewhere)
+ * and text_keep [b, T, 1] (0 at image positions), embeddings = W_E[ids]·text_keep + image_rows
+ * before hook_embed — the tfjs splice, which is exact the same way.
  * Output: logits [b, T or 1, vocab], then the hooks in the order asked.
  */
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
-import type { ActivationKind, ModelConfig } from '../models/config.js';
+import type { ModelConfig } from '../models/config.js';
+import { emitBlocks, emitLinear, emitNorm, type StageEmitter } from './block-graph.js';
 import { FLOAT, GraphBuilder, INT64 } from './graph-builder.js';
 
 export interface LmGraphOptions {
@@ -47,6 +52,8 @@ export interface LmGraphOptions {
    * weight (for GPT-2 small: no 154 MB session to build, 1/25000 of the head's work).
    */
   logitColumns?: boolean;
+  /** Image rows spliced into the embeddings (a VLM prompt pass): inputs image_rows and text_keep. */
+  imageSplice?: boolean;
 }
 
 export interface LmGraph {
@@ -58,14 +65,13 @@ export interface LmGraph {
   externalData: { path: string; data: Uint8Array }[];
 }
 
-const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
-
 export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedBytes?: number): LmGraph {
-  if (model.graph.kind !== 'causal-lm') fail(`onnx backend: ${model.graph.description} is not supported yet (text language models only)`);
-  const cfg = model.cfg as ModelConfig;
+  if (model.graph.kind === 'vision-tower') fail(`onnx backend: ${model.graph.description} has no language model`);
+  const cfg = model.graph.lm as ModelConfig;
   const known = new Set(model.hookNames());
   for (const h of opts.hooks) {
     if (!known.has(h)) fail(`onnx backend: unknown hook '${h}'`);
+    if (h.startsWith('vision.') || h === 'hook_image_embeds') fail(`onnx backend: ${h} is a vision-stage hook, not the language model's`);
     if (h.endsWith('attn.hook_result')) fail(`onnx backend: ${h} is not exported; use the tfjs backend for per-head results`);
   }
   const g = new GraphBuilder(maxEmbeddedBytes);
@@ -73,12 +79,9 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
   const taps = new Map<string, string>();
   const patched = new Set<number>();
   const applied = new Set<number>();
+  // Edits first, then patches: the order of the tfjs runtime, where a session's edit hooks run
+  // before the patching hook (a patched site takes the source value, edits included).
   const hook = (name: string, value: string): string => {
-    (opts.patch?.hooks ?? []).forEach((h, i) => {
-      if (h !== name) return;
-      value = g.add(value, g.mul(`patch_mask_${i}`, g.sub(`patch_src_${i}`, value)));
-      patched.add(i);
-    });
     (opts.edits ?? []).forEach((e, i) => {
       if (e.hook !== name) return;
       const mask = `edit_${i}_mask`;
@@ -89,6 +92,11 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
       }
       applied.add(i);
     });
+    (opts.patch?.hooks ?? []).forEach((h, i) => {
+      if (h !== name) return;
+      value = g.add(value, g.mul(`patch_mask_${i}`, g.sub(`patch_src_${i}`, value)));
+      patched.add(i);
+    });
     if (wanted.has(name)) taps.set(name, value);
     return value;
   };
@@ -96,14 +104,8 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
     const t = model.weight(name);
     return g.weight(name, t.dataSync() as Float32Array, t.shape);
   };
-  const maybeW = (name: string): string | null => (model.hasWeight(name) ? W(name) : null);
-  const linear = (x: string, w: string, b: string): string => {
-    const y = g.matMul(x, W(w));
-    const bias = maybeW(b);
-    return bias ? g.add(y, bias) : y;
-  };
-  const { nHeads: H, nKvHeads: K, dHead: dh, dModel: d } = cfg;
-  const G = H / K;
+  const s: StageEmitter = { g, cfg, W, maybeW: (name) => (model.hasWeight(name) ? W(name) : null), hook };
+  const d = cfg.dModel;
 
   const from = opts.fromLayer ?? 0;
   const maskBias = g.input('mask_bias', FLOAT, ['batch', 1, 'seq', opts.kvCache ? 'kseq' : 'seq']);
@@ -116,11 +118,9 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
   (opts.patch?.hooks ?? []).forEach((_, i) => {
     inputs.push(g.input(`patch_mask_${i}`, FLOAT, []), g.input(`patch_src_${i}`, FLOAT, []));
   });
-  let cos = '';
-  let sin = '';
+  let rope: { cos: string; sin: string } | undefined;
   if (cfg.positional === 'rope') {
-    cos = g.input('rope_cos', FLOAT, ['batch', 'seq', 1, cfg.rotaryDim]);
-    sin = g.input('rope_sin', FLOAT, ['batch', 'seq', 1, cfg.rotaryDim]);
+    rope = { cos: g.input('rope_cos', FLOAT, ['batch', 'seq', 1, cfg.rotaryDim]), sin: g.input('rope_sin', FLOAT, ['batch', 'seq', 1, cfg.rotaryDim]) };
     inputs.push('rope_cos', 'rope_sin');
   }
   let resid: string;
@@ -130,7 +130,12 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
   } else {
     const ids = g.input('input_ids', INT64, ['batch', 'seq']);
     inputs.push('input_ids');
-    resid = hook('hook_embed', g.op('Gather', [W('embed.W_E'), ids], { axis: 0 }));
+    let embed = g.op('Gather', [W('embed.W_E'), ids], { axis: 0 });
+    if (opts.imageSplice) {
+      inputs.push(g.input('image_rows', FLOAT, ['batch', 'seq', d]), g.input('text_keep', FLOAT, ['batch', 'seq', 1]));
+      embed = g.add(g.mul(embed, 'text_keep'), 'image_rows');
+    }
+    resid = hook('hook_embed', embed);
     if (cfg.positional === 'learned') {
       const pos = g.input('positions', INT64, ['batch', 'seq']);
       inputs.push('positions');
@@ -138,99 +143,10 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
     }
   }
 
-  const norm = (x: string, prefix: string): string => {
-    const eps = g.scalar(cfg.normEps);
-    if (cfg.norm === 'layernorm') {
-      const centred = g.sub(x, g.op('ReduceMean', [x], { axes: [-1], keepdims: 1 }));
-      const scale = hook(`${prefix}.hook_scale`, g.op('Sqrt', [g.add(g.op('ReduceMean', [g.mul(centred, centred)], { axes: [-1], keepdims: 1 }), eps)]));
-      const scaled = g.mul(g.div(centred, scale), W(`${prefix}.w`));
-      const b = maybeW(`${prefix}.b`);
-      return hook(`${prefix}.hook_normalized`, b ? g.add(scaled, b) : scaled);
-    }
-    const scale = hook(`${prefix}.hook_scale`, g.op('Sqrt', [g.add(g.op('ReduceMean', [g.mul(x, x)], { axes: [-1], keepdims: 1 }), eps)]));
-    return g.mul(hook(`${prefix}.hook_normalized`, g.div(x, scale)), W(`${prefix}.w`));
-  };
-
-  const act = (x: string, kind: ActivationKind): string => {
-    switch (kind) {
-      case 'gelu_new': {
-        const twoU = g.mul(x, g.add(g.mul(g.mul(x, x), g.scalar(2 * SQRT_2_OVER_PI * 0.044715)), g.scalar(2 * SQRT_2_OVER_PI)));
-        return g.mul(x, g.op('Sigmoid', [twoU]));
-      }
-      case 'gelu':
-        return g.mul(g.mul(x, g.scalar(0.5)), g.add(g.op('Erf', [g.mul(x, g.scalar(Math.SQRT1_2))]), g.scalar(1)));
-      case 'silu':
-        return g.mul(x, g.op('Sigmoid', [x]));
-      case 'relu':
-        return g.op('Relu', [x]);
-      case 'quick_gelu':
-        return g.mul(x, g.op('Sigmoid', [g.mul(x, g.scalar(1.702))]));
-    }
-  };
-
-  const rope = (x: string): string => {
-    const rd = cfg.rotaryDim;
-    const half = rd / 2;
-    const sl = (from: number, to: number) => g.op('Slice', [x, g.constant([from], [1], 'int64'), g.constant([to], [1], 'int64'), g.constant([3], [1], 'int64')]);
-    const rot = rd === dh ? x : sl(0, rd);
-    const perm = new Array<number>(rd * rd).fill(0);
-    for (let j = 0; j < rd; j++) perm[((j + half) % rd) * rd + j] = 1;
-    const swapped = g.matMul(rot, g.constant(perm, [rd, rd]));
-    const rotated = g.add(g.mul(rot, cos), g.mul(swapped, sin));
-    return rd === dh ? rotated : g.op('Concat', [rotated, sl(rd, dh)], { axis: 3 });
-  };
-
-  const attention = (x: string, l: number): string => {
-    const p = `blocks.${l}.attn.`;
-    let q = hook(p + 'hook_q', g.reshape(linear(x, p + 'W_Q', p + 'b_Q'), [0, 0, H, dh]));
-    let k = hook(p + 'hook_k', g.reshape(linear(x, p + 'W_K', p + 'b_K'), [0, 0, K, dh]));
-    const v = hook(p + 'hook_v', g.reshape(linear(x, p + 'W_V', p + 'b_V'), [0, 0, K, dh]));
-    if (cfg.positional === 'rope') {
-      q = hook(p + 'hook_rot_q', rope(q));
-      k = hook(p + 'hook_rot_k', rope(k));
-    }
-    // As in the tfjs forward: the G query heads of a kv head as one [G·T, dh] block per kv head.
-    const qh = g.reshape(g.transpose(q, [0, 2, 1, 3]), [0, K, -1, dh]);
-    let kh = g.transpose(k, [0, 2, 3, 1]);
-    let vh = g.transpose(v, [0, 2, 1, 3]);
-    if (opts.kvCache) {
-      inputs.push(g.input(`past_k_${l}`, FLOAT, ['batch', K, dh, 'past']), g.input(`past_v_${l}`, FLOAT, ['batch', K, 'past', dh]));
-      kh = g.op('Concat', [`past_k_${l}`, kh], { axis: 3 });
-      vh = g.op('Concat', [`past_v_${l}`, vh], { axis: 2 });
-      g.output(`present_k_${l}`, kh);
-      g.output(`present_v_${l}`, vh);
-      presents.push(`present_k_${l}`, `present_v_${l}`);
-    }
-    const raw = g.reshape(g.matMul(qh, kh), [0, H, -1, 0]);
-    const scores = hook(p + 'hook_attn_scores', g.add(g.mul(raw, g.scalar(1 / Math.sqrt(dh))), maskBias));
-    const pattern = hook(p + 'hook_pattern', g.op('Softmax', [scores], { axis: -1 }));
-    const zh = g.reshape(g.matMul(g.reshape(pattern, [0, K, -1, 0]), vh), [0, H, -1, dh]);
-    const z = hook(p + 'hook_z', g.transpose(zh, [0, 2, 1, 3]));
-    return linear(g.reshape(z, [0, 0, H * dh]), p + 'W_O', p + 'b_O');
-  };
-
-  const mlp = (x: string, l: number): string => {
-    const p = `blocks.${l}.mlp.`;
-    let post: string;
-    if (cfg.mlp === 'gated') {
-      const pre = hook(p + 'hook_pre', linear(x, p + 'W_gate', p + 'b_gate'));
-      const preLinear = hook(p + 'hook_pre_linear', linear(x, p + 'W_in', p + 'b_in'));
-      post = hook(p + 'hook_post', g.mul(act(pre, cfg.act), preLinear));
-    } else {
-      post = hook(p + 'hook_post', act(hook(p + 'hook_pre', linear(x, p + 'W_in', p + 'b_in')), cfg.act));
-    }
-    return linear(post, p + 'W_out', p + 'b_out');
-  };
-
   const last = opts.stopAtLayer ?? cfg.nLayers - 1;
-  for (let l = from; l <= last; l++) {
-    const hp = `blocks.${l}.`;
-    resid = hook(hp + 'hook_resid_pre', resid);
-    const attnOut = hook(hp + 'hook_attn_out', attention(norm(resid, `${hp}ln1`), l));
-    resid = hook(hp + 'hook_resid_mid', g.add(resid, attnOut));
-    const mlpOut = hook(hp + 'hook_mlp_out', mlp(norm(resid, `${hp}ln2`), l));
-    resid = hook(hp + 'hook_resid_post', g.add(resid, mlpOut));
-  }
+  const kvCache = opts.kvCache ? { inputs: [] as string[], presents } : undefined;
+  resid = emitBlocks(s, resid, from, last, { maskBias, rope, kvCache });
+  if (kvCache) inputs.push(...kvCache.inputs);
   const outputs: string[] = [];
   (opts.edits ?? []).forEach((e, i) => {
     if (!applied.has(i)) fail(`onnx backend: hook ${e.hook} of an edit is not in this graph`);
@@ -247,11 +163,11 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
       inputs.push('last_onehot');
       resid = g.op('ReduceSum', [g.mul(resid, 'last_onehot'), g.constant([1], [1], 'int64')], { keepdims: 1 });
     }
-    const final = norm(resid, 'ln_final');
+    const final = emitNorm(s, resid, 'ln_final');
     if (opts.logitColumns) {
       inputs.push(g.input('unembed_cols', FLOAT, [d, 'cols']), g.input('unembed_bias', FLOAT, ['cols']));
       g.output('logits', g.add(g.matMul(final, 'unembed_cols'), 'unembed_bias'));
-    } else g.output('logits', linear(final, 'unembed.W_U', 'unembed.b_U'));
+    } else g.output('logits', emitLinear(s, final, 'unembed.W_U', 'unembed.b_U'));
     outputs.push('logits');
   }
   for (const h of opts.hooks) {

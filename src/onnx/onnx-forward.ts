@@ -12,6 +12,10 @@ import { ropeTables } from '../models/components.js';
 import type { ModelConfig } from '../models/config.js';
 import { lastPositionOneHot, maskBias, positionIds, validateTokens, type TokenBatch } from '../models/transformer.js';
 import { lmGraph, type LmGraphOptions } from './lm-graph.js';
+import { visionGraph } from './vision-graph.js';
+import { imageCount, type ImageBatch } from '../models/image-batch.js';
+import { layoutImageCount, spliceLayout } from '../models/stages/splice.js';
+import { imagePatches } from '../models/stages/vision-tower.js';
 import { appendColumn, decodingRows, recordNextTokens } from '../hooks/token-batch.js';
 import { editPositionMask, type DirectionEdit } from '../probing/steer.js';
 
@@ -41,15 +45,23 @@ export interface OnnxForwardOptions {
   maxEmbeddedBytes?: number;
 }
 
-function withEdits(o: LmGraphOptions, edits: readonly DirectionEdit[]): LmGraphOptions {
+function withEdits<O extends LmGraphOptions>(o: O, edits: readonly DirectionEdit[]): O {
   return edits.length ? { ...o, edits: edits.map((e) => ({ hook: e.hook, kind: e.kind })) } : o;
 }
 
-/** Edit inputs for a pass of T positions (the masks depend on T). */
-function editFeeds(edits: readonly DirectionEdit[], T: number): Record<string, HostTensor> {
+/** The edits at hooks of block l ('blocks.{l}.…'). */
+function editsIn(edits: readonly DirectionEdit[], l: number): DirectionEdit[] {
+  return edits.filter((e) => e.hook.startsWith(`blocks.${l}.`));
+}
+
+/**
+ * Edit inputs for a pass of T positions (the masks depend on T). With `from`, the pass is
+ * positions from..T−1 of a T-position run and the masks are that run's, cut to the pass.
+ */
+function editFeeds(edits: readonly DirectionEdit[], T: number, from = 0): Record<string, HostTensor> {
   const feeds: Record<string, HostTensor> = {};
   edits.forEach((e, i) => {
-    feeds[`edit_${i}_mask`] = { data: editPositionMask(e.positions, T), shape: [1, T, 1] };
+    feeds[`edit_${i}_mask`] = { data: editPositionMask(e.positions, T).subarray(from), shape: [1, T - from, 1] };
     if (e.kind === 'add') feeds[`edit_${i}_vec`] = { data: e.vector, shape: [e.vector.length] };
     else feeds[`edit_${i}_basis`] = { data: e.basis, shape: [e.rank, e.basis.length / e.rank] };
   });
@@ -63,22 +75,31 @@ export class OnnxForward {
     readonly model: HookedModel,
     private readonly opts: OnnxForwardOptions = {},
   ) {
-    if (model.graph.kind !== 'causal-lm') fail(`onnx backend: ${model.source} is a ${model.graph.description}; only text language models run on onnx so far (use --backend tfjs)`);
   }
 
+  /** Graph variants built so far (each one onnxruntime session). */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** The language-model graph variant `o`, built on first use. */
   private session(o: LmGraphOptions) {
-    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hooks ?? null, !!o.kvCache, o.edits ?? [], !!o.logitColumns]);
+    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hooks ?? null, !!o.kvCache, o.edits ?? [], !!o.logitColumns, !!o.imageSplice]);
+    // Block sessions (patching runs one per block, in turn) must not spin: a finished session's
+    // spinning threads starve the next one's on two cores (measured: blocks ~5× slower).
+    // Whole-model sessions keep ORT's default, which is faster for one graph.
+    return this.cached(key, () => lmGraph(this.model, o, this.opts.maxEmbeddedBytes), o.fromLayer !== undefined);
+  }
+
+  private cached(key: string, build: () => { bytes: Uint8Array; inputs: string[]; outputs: string[]; externalData: { path: string; data: Uint8Array }[] }, noSpin: boolean) {
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
         const { InferenceSession } = await ort();
-        const g = lmGraph(this.model, o, this.opts.maxEmbeddedBytes);
+        const g = build();
         const threads = this.opts.threads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
-        // Block sessions (patching runs one per block, in turn) must not spin: a finished session's
-        // spinning threads starve the next one's on two cores (measured: blocks ~5× slower).
-        // Whole-model sessions keep ORT's default, which is faster for one graph.
-        const noSpin = o.fromLayer !== undefined ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {};
-        const session = await InferenceSession.create(g.bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], externalData: g.externalData, ...noSpin });
+        const spin = noSpin ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {};
+        const session = await InferenceSession.create(g.bytes, { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', executionProviders: ['cpu'], externalData: g.externalData, ...spin });
         return { session, inputs: g.inputs, outputs: g.outputs };
       })();
       this.sessions.set(key, s);
@@ -87,13 +108,84 @@ export class OnnxForward {
     return s;
   }
 
-  /** Logits (unless stopAtLayer) and the requested hooks, on the host; `edits` applied on the way. */
-  async run(tokens: TokenBatch, o: LmGraphOptions, edits: readonly DirectionEdit[] = []): Promise<OnnxRunResult> {
+  /**
+   * The vision stages on a batch's images: the projector's output [n, nImageTokens, d] (llava) or
+   * the tower's last hidden state (standalone tower), plus the requested vision hooks.
+   */
+  private async runVision(images: ImageBatch, hooks: readonly string[]): Promise<Map<string, HostTensor>> {
+    const { Tensor } = await ort();
+    const vision = this.model.graph.vision!;
+    const { session, outputs } = await this.cached(JSON.stringify(['vision', hooks]), () => visionGraph(this.model, hooks, this.opts.maxEmbeddedBytes), false);
+    const patches = imagePatches(images, vision.patchSize);
+    const res = await session.run({ patches: new Tensor('float32', patches.data, patches.shape) });
+    const out = new Map<string, HostTensor>();
+    for (const n of outputs) out.set(n, { data: res[n].data as Float32Array, shape: res[n].dims.map(Number) });
+    return out;
+  }
+
+  /**
+   * A VLM batch's image rows for the splice: image_rows [b, T, d] (the projector's output at each
+   * image-token position, 0 elsewhere) and text_keep [b, T, 1] — HF's masked_scatter, as on tfjs.
+   */
+  private spliceFeeds(tokens: TokenBatch, imageEmbeds: HostTensor): Record<string, HostTensor> {
+    const llava = this.model.graph.llava!;
+    const { batch: b, seqLen: T } = tokens;
+    const d = imageEmbeds.shape[2];
+    const layout = spliceLayout(tokens, llava.imageTokenIndex, llava.nImageTokens);
+    if (layoutImageCount(layout) !== imageEmbeds.shape[0]) fail(`the prompts have ${layoutImageCount(layout)} image placeholder run(s) but ${imageEmbeds.shape[0]} image(s) were given`);
+    const rows = new Float32Array(b * T * d);
+    const keep = new Float32Array(b * T).fill(1);
+    let image = 0;
+    layout.runs.forEach((starts, p) => {
+      for (const s0 of starts) {
+        for (let j = 0; j < llava.nImageTokens; j++) {
+          rows.set(imageEmbeds.data.subarray((image * llava.nImageTokens + j) * d, (image * llava.nImageTokens + j + 1) * d), (p * T + s0 + j) * d);
+          keep[p * T + s0 + j] = 0;
+        }
+        image++;
+      }
+    });
+    return { image_rows: { data: rows, shape: [b, T, d] }, text_keep: { data: keep, shape: [b, T, 1] } };
+  }
+
+  /**
+   * Vision hooks and splice inputs for a batch that starts at its first position: the tower and
+   * projector run when the batch has images; `o` gains imageSplice then.
+   */
+  private async visionPass(tokens: TokenBatch, visionHooks: readonly string[], o: LmGraphOptions): Promise<{ o: LmGraphOptions; feeds: Record<string, HostTensor>; hooks: Map<string, HostTensor> }> {
+    const kind = this.model.graph.kind;
+    if (kind === 'causal-lm' || !tokens.images || imageCount(tokens.images) === 0) {
+      if (visionHooks.length) fail(`onnx backend: ${visionHooks[0]} needs images (--image)`);
+      return { o, feeds: {}, hooks: new Map() };
+    }
+    this.model.graph.validate(tokens, 'input');
+    const res = await this.runVision(tokens.images, visionHooks);
+    const hooks = new Map([...res].filter(([n]) => visionHooks.includes(n)));
+    if (kind === 'vision-tower') return { o, feeds: {}, hooks: new Map([...hooks, ['hidden', res.get('hidden')!]]) };
+    return { o: { ...o, imageSplice: true }, feeds: this.spliceFeeds(tokens, res.get('image_embeds')!), hooks };
+  }
+
+  /**
+   * Logits (unless stopAtLayer) and the requested hooks, on the host; `edits` applied on the way.
+   * A VLM batch with images runs its tower and projector first (vision hooks included); a
+   * standalone tower returns its last hidden state as `logits`, as the tfjs runtime does;
+   * `visionOnly` stops after the vision stages (every hook asked for is a tower/projector hook).
+   */
+  async run(tokens: TokenBatch, o: LmGraphOptions & { visionOnly?: boolean }, edits: readonly DirectionEdit[] = []): Promise<OnnxRunResult> {
     // Hook patterns ('blocks.*.hook_resid_post') as the tfjs runtime takes them.
     const names = o.hooks.length ? this.model.resolveHooks([...o.hooks]) : [];
-    const res = await this.runGraph(withEdits({ ...o, hooks: names }, edits), editFeeds(edits, tokens.seqLen), this.commonFeeds(tokens));
+    const isVision = (n: string) => n.startsWith('vision.') || n === 'hook_image_embeds';
+    const { visionOnly, ...lm } = o;
+    const vision = await this.visionPass(tokens, names.filter(isVision), lm);
+    if (this.model.graph.kind === 'vision-tower' || visionOnly) {
+      const hidden = vision.hooks.get('hidden') ?? null;
+      vision.hooks.delete('hidden');
+      return { logits: hidden, hooks: vision.hooks };
+    }
+    const lmHooks = names.filter((n) => !isVision(n));
+    const res = await this.runGraph(withEdits({ ...vision.o, hooks: lmHooks }, edits), { ...vision.feeds, ...editFeeds(edits, tokens.seqLen) }, this.commonFeeds(tokens));
     const hooks = new Map<string, HostTensor>();
-    for (const [n, t] of res) if (n !== 'logits' && n !== 'resid_out') hooks.set(n, t);
+    for (const n of names) hooks.set(n, vision.hooks.get(n) ?? res.get(n)!);
     return { logits: res.get('logits') ?? null, hooks };
   }
 
@@ -103,8 +195,8 @@ export class OnnxForward {
    * one session serves the base run and every patched run of every position-resolved component.
    * No hook outputs: each costs a copy per run (measured: five made the grid 1.6× slower).
    */
-  private blockVariant(l: number, pointSuffixes: readonly string[]): LmGraphOptions & { patch: { hooks: string[] } } {
-    return { hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: pointSuffixes.map((p) => `blocks.${l}.${p}`) } };
+  private blockVariant(l: number, pointSuffixes: readonly string[], edits: readonly DirectionEdit[]): LmGraphOptions & { patch: { hooks: string[] } } {
+    return withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: pointSuffixes.map((p) => `blocks.${l}.${p}`) } }, editsIn(edits, l));
   }
 
   private idlePatch(points: number): Record<string, HostTensor> {
@@ -120,7 +212,7 @@ export class OnnxForward {
    * values [b, K, T, dh] — what suffix patching resumes from — without a whole-model session (for
    * GPT-2 small that one costs ~5 s to emit and load).
    */
-  async blockStreams(tokens: TokenBatch, embeds: HostTensor, pointSuffixes: readonly string[]): Promise<{ residPre: HostTensor[]; keys: HostTensor[]; values: HostTensor[] }> {
+  async blockStreams(tokens: TokenBatch, embeds: HostTensor, pointSuffixes: readonly string[], edits: readonly DirectionEdit[] = []): Promise<{ residPre: HostTensor[]; keys: HostTensor[]; values: HostTensor[] }> {
     const { nLayers: L, nKvHeads: K, dHead: dh } = this.model.cfg as ModelConfig;
     const common = this.commonFeeds(tokens);
     const b = tokens.batch;
@@ -135,8 +227,9 @@ export class OnnxForward {
         [`past_k_${l}`]: { data: new Float32Array(0), shape: [b, K, dh, 0] },
         [`past_v_${l}`]: { data: new Float32Array(0), shape: [b, K, 0, dh] },
         ...this.idlePatch(pointSuffixes.length),
+        ...editFeeds(editsIn(edits, l), tokens.seqLen),
       };
-      const res = await this.runGraph(this.blockVariant(l, pointSuffixes), extra, common);
+      const res = await this.runGraph(this.blockVariant(l, pointSuffixes, edits), extra, common);
       keys.push(res.get(`present_k_${l}`)!);
       values.push(res.get(`present_v_${l}`)!);
       resid = res.get('resid_out')!;
@@ -153,14 +246,14 @@ export class OnnxForward {
    * takes a patch at, so that one session per block serves every such component. Returns
    * final-position logits [b, 1, vocab] (or [b, 1, C] of the token ids `columns`).
    */
-  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }, pointSuffixes: readonly string[], columns?: readonly number[]): Promise<HostTensor> {
+  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }, pointSuffixes: readonly string[], columns?: readonly number[], edits: readonly DirectionEdit[] = []): Promise<HostTensor> {
     const L = this.model.cfg.nLayers;
     const common = this.stepFeeds(tokens, from);
     let resid = residPre;
     for (let l = layer; l < L; l++) {
-      const o = this.blockVariant(l, pointSuffixes);
+      const o = this.blockVariant(l, pointSuffixes, edits);
       const points = o.patch.hooks;
-      const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v, ...this.idlePatch(points.length) };
+      const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v, ...this.idlePatch(points.length), ...editFeeds(editsIn(edits, l), tokens.seqLen, from) };
       if (l === layer) {
         const i = points.indexOf(patch.hook);
         if (i < 0) fail(`onnx backend: ${patch.hook} is not a position-resolved patch point`);
@@ -216,13 +309,13 @@ export class OnnxForward {
    * own session (so every patched layer reuses the plain sessions of the blocks after it).
    * Returns logits [b, 1, vocab] (or [b, 1, C] of the token ids `columns`).
    */
-  async runPatched(tokens: TokenBatch, layer: number, residPre: HostTensor, patch: { hook: string; mask: HostTensor; src: HostTensor }, columns?: readonly number[]): Promise<HostTensor> {
+  async runPatched(tokens: TokenBatch, layer: number, residPre: HostTensor, patch: { hook: string; mask: HostTensor; src: HostTensor }, columns?: readonly number[], edits: readonly DirectionEdit[] = []): Promise<HostTensor> {
     const L = this.model.cfg.nLayers;
     const common = this.commonFeeds(tokens);
     let resid = residPre;
     for (let l = layer; l < L; l++) {
-      const extra: Record<string, HostTensor> = { resid_in: resid };
-      const o: LmGraphOptions = { hooks: [], fromLayer: l, stopAtLayer: l };
+      const extra: Record<string, HostTensor> = { resid_in: resid, ...editFeeds(editsIn(edits, l), tokens.seqLen) };
+      const o: LmGraphOptions = withEdits({ hooks: [], fromLayer: l, stopAtLayer: l }, editsIn(edits, l));
       if (l === layer) {
         o.patch = { hooks: [patch.hook] };
         extra.patch_mask_0 = patch.mask;
@@ -238,11 +331,13 @@ export class OnnxForward {
    * pass and every step); the same contract as HookedModel.generateBatch: left-padded prompts,
    * each row its prompt ids then its new tokens (up to EOS with stopAtEos).
    */
-  async generateBatch(prompts: readonly number[][], maxNewTokens: number, opts: { stopAtEos?: boolean; edits?: readonly DirectionEdit[] } = {}): Promise<number[][]> {
+  async generateBatch(prompts: readonly number[][], maxNewTokens: number, opts: { stopAtEos?: boolean; edits?: readonly DirectionEdit[]; images?: ImageBatch } = {}): Promise<number[][]> {
     const edits = opts.edits ?? [];
     const cfg = this.model.cfg as ModelConfig;
-    const start = this.model.toTokens(prompts.map((p) => [...p]), 'left');
-    validateTokens(cfg, start);
+    if (this.model.graph.kind === 'vision-tower') fail(`onnx backend: ${this.model.graph.description} does not generate text`);
+    const seqs = prompts.map((p) => [...p]);
+    const start = this.model.toTokens(opts.images ? { prompts: seqs, images: opts.images } : seqs, 'left');
+    this.model.graph.validate(start, 'prompt');
     const eos = cfg.eosTokenId ?? this.model.tokenizer?.eosTokenId ?? null;
     const b = start.batch;
     let T = start.seqLen;
@@ -257,8 +352,11 @@ export class OnnxForward {
     }
     let cached = 0;
     for (let i = 0; i < maxNewTokens && longest + i < cfg.nCtx; i++) {
-      const full: TokenBatch = { ids, mask, batch: b, seqLen: T };
-      const res = await this.runGraph(withEdits({ hooks: [], finalPositionOnly: true, kvCache: true }, edits), { ...past, ...editFeeds(edits, T - cached) }, this.stepFeeds(full, cached));
+      const full: TokenBatch = { ids, mask, batch: b, seqLen: T, ...(start.images ? { images: start.images } : {}) };
+      // The prompt pass splices the images in; later steps are plain tokens (as on tfjs).
+      const step: LmGraphOptions = { hooks: [], finalPositionOnly: true, kvCache: true };
+      const vision = cached === 0 ? await this.visionPass(full, [], step) : { o: step, feeds: {} };
+      const res = await this.runGraph(withEdits(vision.o, edits), { ...past, ...vision.feeds, ...editFeeds(edits, T - cached) }, this.stepFeeds(full, cached));
       const logits = res.get('logits')!;
       const V = logits.shape[2];
       const next = new Int32Array(b);

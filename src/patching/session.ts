@@ -21,6 +21,7 @@ import { componentStack, componentHook, gridShape, isPositionResolved, nest, per
 import { concatImages, repeatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Component, Method, PatchingGrid } from './types.js';
 import type { OnnxForward } from '../onnx/onnx-forward.js';
+import { editHook, type DirectionEdit } from '../probing/steer.js';
 
 export type Direction = 'denoising' | 'noising';
 
@@ -35,11 +36,17 @@ export interface SessionOptions {
   direction?: Direction;
   /** Hooks applied in every run of the session (e.g. a fixed ablation the patching happens under). */
   fwdHooks?: FwdHook[];
+  /**
+   * Probe edits applied in every run of the session (steering, direction ablation): forward
+   * hooks on tfjs (after fwdHooks), graph inputs on onnxruntime — unlike JS hooks they keep
+   * activation patching on onnx.
+   */
+  edits?: readonly DirectionEdit[];
   /** Upper bound on tokens per batched forward in activation patching (default 1024; bounds peak wasm memory). */
   maxBatchTokens?: number;
   /**
-   * Run activation patching's patched forwards on onnxruntime (gridAsync only; text language
-   * models without session hooks): the patch is a graph input, the rest of the pass unchanged.
+   * Run activation patching's patched forwards on onnxruntime (gridAsync only; no JS session
+   * hooks): the patch and any probe edits are graph inputs, the rest of the pass unchanged.
    */
   onnx?: OnnxForward;
   onProgress?: (done: number, total: number) => void;
@@ -61,6 +68,8 @@ export class PatchingSession {
   readonly base: TokenBatch;
   readonly source: TokenBatch;
   private readonly targets: MetricTargets;
+  /** Every tfjs run's session hooks: the JS hooks, then the probe edits as hooks. */
+  private readonly hooks: FwdHook[];
   private baseline: { base: number; source: number } | null = null;
   /** The base run on onnxruntime (suffix patching), on first use. */
   private baseStreams: ReturnType<OnnxForward['blockStreams']> | null = null;
@@ -71,6 +80,7 @@ export class PatchingSession {
     private readonly opts: SessionOptions = {},
   ) {
     if (pairs.length === 0) fail('patching needs at least one prompt pair');
+    this.hooks = [...(opts.fwdHooks ?? []), ...(opts.edits ?? []).map(editHook)];
     this.T = commonLength(pairs);
     const V = model.cfg.dVocab;
     pairs.forEach((p, i) => {
@@ -92,7 +102,7 @@ export class PatchingSession {
   /** Batch metric (mean over pairs) of a final-position forward. */
   private metricOf(tokens: TokenBatch): number {
     return tf.tidy(() =>
-      tf.mean(metricPerPrompt(this.metric, finalRow(this.model.run(tokens, { finalPositionOnly: true, fwdHooks: this.opts.fwdHooks })), this.targets)).dataSync()[0],
+      tf.mean(metricPerPrompt(this.metric, finalRow(this.model.run(tokens, { finalPositionOnly: true, fwdHooks: this.hooks })), this.targets)).dataSync()[0],
     );
   }
 
@@ -115,12 +125,14 @@ export class PatchingSession {
 
   /**
    * grid(), with activation patching on onnxruntime when the session has an `onnx` runner, the
-   * component is the language model's and no session hooks are set (else exactly grid()).
+   * component is the language model's (a VLM's included) and no session hooks are set (else
+   * exactly grid()).
    */
   async gridAsync(component: Component, method: Method, opts: GridOptions = {}): Promise<PatchingGrid> {
     const onnx = this.opts.onnx;
     const stack = componentStack(this.model, component);
-    if (method !== 'activation' || !onnx || stack.prefix || this.opts.fwdHooks?.length || this.base.images) return this.grid(component, method, opts);
+    // With images the patched blocks still run on onnx: the base run's residual already holds them.
+    if (method !== 'activation' || !onnx || stack.prefix || this.opts.fwdHooks?.length || !this.onnxEdits()) return this.grid(component, method, opts);
     const prepared = this.prepare(component, method, opts);
     const { base } = this.baselines();
     const raw = (await this.activationScoresOnnx(prepared.stack, onnx)).map((v) => v - base);
@@ -170,17 +182,26 @@ export class PatchingSession {
   /** Source-run activations of the component at every layer, [N, ...per-prompt shape] each. */
   private sourceActivations(stack: ComponentStack): tf.Tensor[] {
     const names = this.layers(stack).map((l) => componentHook(stack, l));
-    const { logits, cache } = this.model.runWithCache(this.source, { names, finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
+    const { logits, cache } = this.model.runWithCache(this.source, { names, finalPositionOnly: true, fwdHooks: this.hooks });
     logits.dispose();
     return names.map((n) => cache.get(n));
   }
 
-  /** The base run's hook_resid_pre of the component's stack at every layer, [N, T, d] each (session hooks applied). */
+  /**
+   * The base run's residual stream entering each block of the component's stack, [N, T, d] each,
+   * with the session hooks applied — before any hook on hook_resid_pre itself, which the resumed
+   * run fires again: block l's input is block l−1's hook_resid_post; block 0's comes from a run
+   * without hooks on blocks.0.hook_resid_pre.
+   */
   private baseResidPre(stack: ComponentStack): tf.Tensor[] {
-    const names = this.layers(stack).map((l) => `${stack.prefix}blocks.${l}.hook_resid_pre`);
-    const { logits, cache } = this.model.runWithCache(this.base, { names, finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
-    logits.dispose();
-    return names.map((n) => cache.get(n));
+    const L = this.layers(stack).length;
+    const post = Array.from({ length: L - 1 }, (_, l) => `${stack.prefix}blocks.${l}.hook_resid_post`);
+    const first = `${stack.prefix}blocks.0.hook_resid_pre`;
+    const later = post.length ? this.model.runWithCache(this.base, { names: post, finalPositionOnly: true, fwdHooks: this.hooks }) : null;
+    const start = this.model.runWithCache(this.base, { names: [first], ...this.model.graph.stopFor([first]), fwdHooks: this.hooks.filter(([name]) => name !== first) });
+    later?.logits.dispose();
+    start.logits.dispose();
+    return [start.cache.get(first), ...post.map((n) => later!.cache.get(n))];
   }
 
   private layers(stack: ComponentStack = componentStack(this.model, 'resid_pre')): number[] {
@@ -228,7 +249,7 @@ export class PatchingSession {
           const targets = this.repeatTargets(S, repeated);
           const from = this.model.graph.resumeLayer(stack.prefix, layer);
           const residPre = tf.tile(baseResid[from], [S, 1, 1]);
-          const logits = this.model.run(rows, { fwdHooks: [...(this.opts.fwdHooks ?? []), ...hooks], finalPositionOnly: true, resume: { layer: from, residPre }, resumeStage });
+          const logits = this.model.run(rows, { fwdHooks: [...this.hooks, ...hooks], finalPositionOnly: true, resume: { layer: from, residPre }, resumeStage });
           return tf.mean(metricPerPrompt(this.metric, finalRow(logits), targets).reshape([S, N]), 1);
         });
         out.push(...values.dataSync());
@@ -275,7 +296,7 @@ export class PatchingSession {
           hook: componentHook(stack, layer),
           mask: { data: mask, shape: [S * N, ...maskShape] },
           src: { data: tile(src[layer], S), shape: [S * N, ...shape] },
-        }, head.columns);
+        }, head.columns, this.onnxEdits()!.blocks);
         const targets = this.repeatTargets(S, repeated, head.targets);
         const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
         out.push(...values.dataSync());
@@ -356,7 +377,7 @@ export class PatchingSession {
             hook: componentHook(stack, layer),
             mask: { data: mask, shape: [S * N, Tn, ...maskShapeFull.slice(1)] },
             src: { data: cut(src[layer], inner, p0, T, S), shape: [S * N, Tn, ...shape.slice(1)] },
-          }, POSITION_RESOLVED_SUFFIXES, head.columns);
+          }, POSITION_RESOLVED_SUFFIXES, head.columns, this.onnxEdits()!.blocks);
           const targets = this.repeatTargets(S, repeated, head.targets);
           const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
           out.push(...values.dataSync());
@@ -370,15 +391,29 @@ export class PatchingSession {
     return out;
   }
 
+  /**
+   * The session's probe edits split for onnxruntime: those on the embeddings (applied by the tfjs
+   * embedding run) and those inside blocks (graph inputs); null when one sits elsewhere (the
+   * final norm), which keeps the session on tfjs.
+   */
+  private onnxEdits(): { embed: FwdHook[]; blocks: DirectionEdit[] } | null {
+    const edits = this.opts.edits ?? [];
+    const isEmbed = (h: string) => h === 'hook_embed' || h === 'hook_pos_embed';
+    if (edits.some((e) => !isEmbed(e.hook) && !e.hook.startsWith('blocks.'))) return null;
+    return { embed: edits.filter((e) => isEmbed(e.hook)).map(editHook), blocks: edits.filter((e) => !isEmbed(e.hook)) };
+  }
+
   /** The base run on onnxruntime, block by block from its embeddings (tfjs: a gather), once per session. */
   private onnxBaseStreams(onnx: OnnxForward): ReturnType<OnnxForward['blockStreams']> {
     if (!this.baseStreams) {
-      const { logits, cache } = this.model.runWithCache(this.base, { names: ['blocks.0.hook_resid_pre'], stopAtLayer: 0 });
+      // Embedding edits apply here; block 0's own hooks (blocks.0.hook_resid_pre) fire in its session.
+      const edits = this.onnxEdits()!;
+      const { logits, cache } = this.model.runWithCache(this.base, { names: ['blocks.0.hook_resid_pre'], stopAtLayer: 0, fwdHooks: edits.embed });
       const embeds = cache.get('blocks.0.hook_resid_pre');
       const host = { data: embeds.dataSync() as Float32Array, shape: embeds.shape };
       logits.dispose();
       cache.dispose();
-      const streams = onnx.blockStreams(this.base, host, POSITION_RESOLVED_SUFFIXES);
+      const streams = onnx.blockStreams(this.base, host, POSITION_RESOLVED_SUFFIXES, edits.blocks);
       this.baseStreams = streams;
       streams.catch(() => (this.baseStreams = null));
     }
@@ -446,7 +481,7 @@ export class PatchingSession {
       cacheNames: names,
       rules,
       finalPositionOnly: true,
-      fwdHooks: [...(this.opts.fwdHooks ?? []), ...extraHooks],
+      fwdHooks: [...this.hooks, ...extraHooks],
     });
     const { def } = stack;
     try {
@@ -482,13 +517,13 @@ export class PatchingSession {
     const kName = (l: number) => `blocks.${l}.attn.${rope ? 'hook_rot_k' : 'hook_k'}`;
     const pName = (l: number) => `blocks.${l}.attn.hook_pattern`;
     const patched = component === 'q' ? qName : kName;
-    const srcRun = this.model.runWithCache(this.source, { names: this.layers().map(patched), finalPositionOnly: true, fwdHooks: this.opts.fwdHooks });
+    const srcRun = this.model.runWithCache(this.source, { names: this.layers().map(patched), finalPositionOnly: true, fwdHooks: this.hooks });
     srcRun.logits.dispose();
     const cacheNames = this.layers().flatMap((l) => [qName(l), kName(l), pName(l)]);
     const { grads, cache } = this.model.gradients(this.base, this.layers().map(pName), (logits) => this.batchMetric(logits), {
       cacheNames,
       finalPositionOnly: true,
-      fwdHooks: [...(this.opts.fwdHooks ?? []), ...extraHooks],
+      fwdHooks: [...this.hooks, ...extraHooks],
     });
     const { nHeads: H, nKvHeads: K, dHead: dh } = cfg;
     const T = this.T;
