@@ -236,6 +236,32 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
   });
 });
 
+describe('long prompts: tfjs multiplies attention slice by slice on wasm, onnxruntime in one op', () => {
+  it('stories260K at 420 tokens (over the per-slice threshold): logits and patterns agree (≤1e-4), gradients flow', async () => {
+    const model = await loadModel(modelPath('stories260K'));
+    const onnx = new OnnxForward(model);
+    try {
+      const ids = Array.from({ length: 420 }, (_, i) => (i * 37 + 11) % model.cfg.dVocab);
+      const tokens = padBatch([ids], 'right', 0);
+      const hooks = ['blocks.0.attn.hook_pattern', 'blocks.4.attn.hook_z'];
+      const r = await onnx.run(tokens, { hooks });
+      const { logits, cache } = model.runWithCache(tokens, { names: hooks });
+      expect(maxScaledDiff(r.logits!.data, logits.dataSync())).toBeLessThan(1e-4);
+      for (const h of hooks) expect(maxScaledDiff(r.hooks.get(h)!.data, cache.get(h).dataSync()), h).toBeLessThan(1e-4);
+      const g = model.gradients(tokens, 'blocks.2.hook_resid_pre', (l) => l.sum().asScalar(), { finalPositionOnly: true });
+      const grad = g.grads.get('blocks.2.hook_resid_pre')!;
+      expect(grad.shape).toEqual([1, 420, model.cfg.dModel]);
+      expect(Array.from(grad.dataSync()).every(Number.isFinite)).toBe(true);
+      expect(tf.norm(grad).dataSync()[0]).toBeGreaterThan(0);
+      tf.dispose([logits, ...g.grads.values()]);
+      cache.dispose();
+    } finally {
+      await onnx.dispose();
+      model.dispose();
+    }
+  });
+});
+
 describe('--backend on the command line', () => {
   function info(r: CliResult): string {
     return `exit ${r.code}\n${r.stdout.slice(0, 800)}\n${r.stderr.slice(0, 1500)}`;

@@ -171,6 +171,23 @@ export function headResults(z: tf.Tensor, W_O: tf.Tensor): tf.Tensor {
   return tf.transpose(tf.matMul(zByHead, W_O.reshape([H, dh, d])), [1, 0, 2]).reshape([b, T, H, d]);
 }
 
+/** Per-slice work (multiply-adds) from which attention's batched matMuls run slice by slice on wasm. */
+const PER_SLICE_MIN_MACS = 1 << 21;
+
+/**
+ * [n, m, k] × [n, k, p] for attention. tfjs-wasm's BatchMatMul runs at ~1 GFLOP/s while a 2-D
+ * matMul goes through XNNPACK at 10–20, so on wasm large slices are multiplied one by one
+ * (measured: [12,512,64]×[12,64,512] 428 → 59 ms, [12,256,64]×[12,64,256] 95 → 22 ms); below
+ * ~2M multiply-adds a slice the slicing and stacking cost more than they save ([180,15,64]×
+ * [180,64,15]: 3 → 165 ms). Same products either way (float rounding aside); gradients flow.
+ */
+function attentionMatMul(a: tf.Tensor3D, b: tf.Tensor3D): tf.Tensor3D {
+  const [n, m, k] = a.shape;
+  if (n === 1 || m * k * b.shape[2] < PER_SLICE_MIN_MACS || tf.getBackend() !== 'wasm') return tf.matMul(a, b);
+  const bs = tf.unstack(b) as tf.Tensor2D[];
+  return tf.stack((tf.unstack(a) as tf.Tensor2D[]).map((x, i) => tf.matMul(x, bs[i]))) as tf.Tensor3D;
+}
+
 /** Multi-head attention (MHA / GQA / MQA) with TransformerLens hooks; returns hook_attn_out. */
 export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: AttentionInputs): tf.Tensor {
   const { cfg } = ctx;
@@ -195,13 +212,13 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   let vh = tf.transpose(v, [0, 2, 1, 3]).reshape([b * K, T, dh]) as tf.Tensor3D;
   if (inp.kvCache) ({ k: kh, v: vh } = inp.kvCache.extend(l, kh, vh));
   const Tk = kh.shape[2];
-  const raw = tf.matMul(qh, kh).reshape([b, H, T, Tk]);
+  const raw = attentionMatMul(qh as tf.Tensor3D, kh).reshape([b, H, T, Tk]);
   const scaled = tf.mul(raw, 1 / Math.sqrt(dh));
   const scores = ctx.hook(p + 'hook_attn_scores', inp.maskBias ? tf.add(scaled, inp.maskBias) : scaled);
   const pattern = ctx.hook(p + 'hook_pattern', tf.softmax(scores, -1));
   // AH rule: the attention pattern is a constant in the backward pass.
   const mixing = ctx.rules.has('AH') ? stopGradient(pattern) : pattern;
-  const zh = tf.matMul(mixing.reshape([b * K, G * T, Tk]), vh).reshape([b, H, T, dh]);
+  const zh = attentionMatMul(mixing.reshape([b * K, G * T, Tk]) as tf.Tensor3D, vh).reshape([b, H, T, dh]);
   const z = ctx.hook(p + 'hook_z', tf.transpose(zh, [0, 2, 1, 3]));
   if (!ctx.wants(p + 'hook_result')) return linear(ctx, z.reshape([b, T, H * dh]), w + 'W_O', w + 'b_O');
   const result = ctx.hook(p + 'hook_result', headResults(z, ctx.param(w + 'W_O')));
