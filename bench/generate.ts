@@ -2,7 +2,8 @@
  * Greedy generation on a GPT-2-small-shaped model (random weights): tokens/s for 64 new tokens
  * from a 16-token prompt with the KV cache and without (every step reruns the whole sequence),
  * and batched generation of 4 prompts with the cache; then the same on onnxruntime (past
- * keys/values as graph inputs and outputs).
+ * keys/values as graph inputs and outputs); and seeded sampling (sampleGenerate) of 4 prompts
+ * with and without the cache.
  *   npx tsx bench/generate.ts [--prompt 16] [--new 64] [--reps 3]
  */
 import fs from 'node:fs';
@@ -12,6 +13,7 @@ import { loadModel } from '../src/models/load.js';
 import { makeGpt2SmallCheckpoint } from './gpt2-small-checkpoint.js';
 import { medianSeconds, medianSecondsAsync } from './timing.js';
 import { OnnxForward } from '../src/onnx/onnx-forward.js';
+import { sampleGenerate } from '../src/generation/sampling.js';
 
 const { values } = parseArgs({ options: { prompt: { type: 'string', default: '16' }, new: { type: 'string', default: '64' }, reps: { type: 'string', default: '3' } } });
 const P = Number(values.prompt);
@@ -39,6 +41,19 @@ const onnxSame = JSON.stringify((await onnx.generateBatch([prompt], N))[0]) === 
 console.log(`onnxruntime, KV cache: ${onnxOne.toFixed(2)} s  ${(N / onnxOne).toFixed(1)} tokens/s  (×${(withoutCache / onnxOne).toFixed(1)} vs tfjs without cache; identical tokens: ${onnxSame})`);
 const onnxBatch = await medianSecondsAsync(() => onnx.generateBatch(prompts, N), reps);
 console.log(`onnxruntime, batch of 4, KV cache: ${onnxBatch.toFixed(2)} s  ${((4 * N) / onnxBatch).toFixed(1)} tokens/s`);
+const sampling = { maxTokens: P + N, temperature: 0.9, topP: 0.95, seed: 1, stopAtEos: false };
+// One timed run each (the reruns take minutes), their outputs compared.
+const once = (fn: () => number[][]) => {
+  const t0 = performance.now();
+  const out = fn();
+  return { out, seconds: (performance.now() - t0) / 1000 };
+};
+const { out: cachedOut, seconds: sampled } = once(() => sampleGenerate(model, prompts, sampling));
+const { out: rerunOut, seconds: sampledRerun } = once(() => sampleGenerate(model, prompts, { ...sampling, kvCache: false }));
+// On random weights 50k near-equal probabilities let ~1e-6 logit differences pick a neighbouring
+// token now and then; the trained stories260K gives identical samples (test/sampling.test.ts).
+const sameRows = cachedOut.filter((s, i) => JSON.stringify(s) === JSON.stringify(rerunOut[i])).length;
+console.log(`sampling (sampleGenerate), 4 prompts: KV cache ${sampled.toFixed(2)} s, reruns ${sampledRerun.toFixed(2)} s, ×${(sampledRerun / sampled).toFixed(1)}; rows with identical tokens: ${sameRows} of 4`);
 await onnx.dispose();
 model.dispose();
 fs.rmSync(dir, { recursive: true, force: true });

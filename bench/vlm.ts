@@ -2,7 +2,8 @@
  * A LLaVA-shaped forward with random weights: a CLIP ViT-B/16-shaped tower (12 layers, d 768,
  * 12 heads, 224 px → 196 patches + CLS = 197 positions, feature layer −2) → GELU projector → a
  * GPT-2-small-shaped Llama language model (12 layers, d 768, 12 heads, SwiGLU 2048, vocab 32000)
- * reading 196 image + 32 text tokens. Prints the whole forward and the tower's share.
+ * reading 196 image + 32 text tokens. Prints the whole forward and the tower's share, on tfjs and
+ * on onnxruntime (tower, projector and splice as graphs; logits compared).
  *   npx tsx bench/vlm.ts [--reps 5]
  */
 import { parseArgs } from 'node:util';
@@ -14,7 +15,8 @@ import type { LlavaWiring, ModelConfig, VisionConfig } from '../src/models/confi
 import { LlavaGraph } from '../src/models/graph.js';
 import type { ImageBatch } from '../src/models/image-batch.js';
 import { mulberry32 } from '../src/util/random.js';
-import { medianSeconds } from './timing.js';
+import { medianSeconds, medianSecondsAsync } from './timing.js';
+import { OnnxForward } from '../src/onnx/onnx-forward.js';
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '5' } } });
 const reps = Number(values.reps);
@@ -107,4 +109,17 @@ console.log(`backend ${tf.getBackend()}; ${wiring.nImageTokens} image + ${T - wi
 console.log(`forward, all logits:             ${full.toFixed(3)} s`);
 console.log(`forward, final-position logits:  ${last.toFixed(3)} s`);
 console.log(`tower to the feature layer:      ${tower.toFixed(3)} s  (${((100 * tower) / last).toFixed(0)} % of the final-position forward)`);
+const onnx = new OnnxForward(model);
+const onnxLast = await medianSecondsAsync(() => onnx.run(input, { hooks: [], finalPositionOnly: true }), reps);
+const onnxHooks = await medianSecondsAsync(() => onnx.run(input, { hooks: ['vision.blocks.*.hook_resid_post', 'blocks.*.hook_resid_post'] }), reps);
+const a = (await onnx.run(input, { hooks: [], finalPositionOnly: true })).logits!.data;
+const ref = model.run(input, { finalPositionOnly: true });
+const b = ref.dataSync();
+ref.dispose();
+let worst = 0;
+let scale = 0;
+for (let i = 0; i < a.length; i++) (worst = Math.max(worst, Math.abs(a[i] - b[i]))), (scale = Math.max(scale, Math.abs(b[i])));
+console.log(`onnxruntime, final-position logits: ${onnxLast.toFixed(3)} s  (×${(last / onnxLast).toFixed(1)} vs tfjs; max |Δlogit| ${(worst / scale).toExponential(1)} of the largest)`);
+console.log(`onnxruntime, all logits + 24 resid_post hooks of tower and LM: ${onnxHooks.toFixed(3)} s`);
+await onnx.dispose();
 model.dispose();

@@ -16,7 +16,7 @@ import { OnnxForward } from '../src/onnx/onnx-forward.js';
 import { editHook, type DirectionEdit } from '../src/probing/steer.js';
 import Database from 'better-sqlite3';
 import { REPO_ROOT, cliSuite, stderrLines, type CliResult } from './helpers/cli-run.js';
-import { loadReference, maxScaledDiff, modelPath, patchingReference } from './helpers/fixtures.js';
+import { expectOnnxMatchesReference, loadReference, maxScaledDiff, modelPath, patchingReference, realPositions } from './helpers/fixtures.js';
 import { PatchingSession } from '../src/patching/session.js';
 import * as tf from '@tensorflow/tfjs';
 
@@ -42,15 +42,31 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
   });
 
   it('logits and every reference activation match the independent reference (≤1e-4)', async () => {
-    const names = Object.keys(ref.activations);
-    const r = await onnx.run(padBatch([ref.tokens], 'right', 0), { hooks: names });
-    expect(r.logits!.shape).toEqual([1, ...ref.logits_shape]);
-    expect(maxScaledDiff(r.logits!.data, ref.logits)).toBeLessThan(1e-4);
-    for (const n of names) {
-      const got = r.hooks.get(n)!;
-      expect(got.shape.slice(1), n).toEqual(ref.activations[n].shape);
-      expect(maxScaledDiff(got.data, ref.activations[n].values), n).toBeLessThan(1e-4);
+    const r = await onnx.run(padBatch([ref.tokens], 'right', 0), { hooks: Object.keys(ref.activations) });
+    expectOnnxMatchesReference(r, ref);
+  });
+
+  it('zero and mean ablation (a constant source for the replacement input), at all or chosen positions, equal tfjs hooks (≤1e-4)', async () => {
+    const tokens = padBatch([ref.tokens.slice(0, 8), ref.tokens.slice(2, 10)], 'right', 0);
+    const hook = 'blocks.1.hook_mlp_out';
+    const d = model.cfg.dModel;
+    const { logits: l0, cache } = model.runWithCache(tokens, { names: [hook] });
+    const mean = tf.tidy(() => cache.get(hook).mean([0, 1]));
+    const meanHost = mean.dataSync() as Float32Array;
+    const at3 = Float32Array.from({ length: tokens.batch * tokens.seqLen }, (_, i) => (i % tokens.seqLen === 3 ? 1 : 0));
+    const cases: [string, { data: Float32Array; shape: number[] }, { data: Float32Array; shape: number[] } | undefined, (x: tf.Tensor) => tf.Tensor][] = [
+      ['zero everywhere', { data: Float32Array.of(0), shape: [1] }, undefined, (x) => tf.zerosLike(x)],
+      ['mean everywhere', { data: meanHost, shape: [d] }, undefined, (x) => tf.broadcastTo(mean, x.shape)],
+      ['zero at position 3', { data: Float32Array.of(0), shape: [1] }, { data: at3, shape: [tokens.batch, tokens.seqLen, 1] }, (x) => tf.mul(x, tf.sub(1, tf.tensor3d(at3, [tokens.batch, tokens.seqLen, 1])))],
+    ];
+    for (const [label, src, mask, fn] of cases) {
+      const got = await onnx.runReplaced(tokens, hook, src, mask);
+      const want = model.run(tokens, { fwdHooks: [[hook, (x) => fn(x)]] });
+      expect(maxScaledDiff(got.data, want.dataSync()), label).toBeLessThan(1e-4);
+      want.dispose();
     }
+    tf.dispose([l0, mean]);
+    cache.dispose();
   });
 
   it('weights handed over as external data (how graphs past protobuf\'s 2 GiB load) give the same logits bit for bit', async () => {
@@ -74,12 +90,7 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
       const r = await onnx.run(tokens, { hooks });
       const { logits, cache } = model.runWithCache(tokens, { names: hooks });
       // Padded positions hold arbitrary values on both paths; compare real positions only.
-      const real = (data: ArrayLike<number>, shape: number[]) => {
-        const per = shape.slice(2).reduce((a, c) => a * c, 1);
-        const out: number[] = [];
-        for (let b = 0; b < shape[0]; b++) for (let t = 0; t < shape[1]; t++) if (tokens.mask[b * tokens.seqLen + t]) for (let j = 0; j < per; j++) out.push(data[(b * shape[1] + t) * per + j]);
-        return out;
-      };
+      const real = (data: ArrayLike<number>, shape: number[]) => realPositions(tokens, data, shape);
       expect(maxScaledDiff(real(r.logits!.data, r.logits!.shape), real(logits.dataSync(), logits.shape)), `${side} logits`).toBeLessThan(1e-4);
       for (const h of hooks) {
         const t = cache.get(h);

@@ -16,7 +16,7 @@ import { concatImages, sliceImages, type ImageBatch } from '../src/models/image-
 import { loadModel } from '../src/models/load.js';
 import { OnnxForward } from '../src/onnx/onnx-forward.js';
 import { PatchingSession } from '../src/patching/session.js';
-import { maxScaledDiff, VLM_FIXTURES, vlmPath, vlmReference } from './helpers/fixtures.js';
+import { expectOnnxMatchesReference, maxScaledDiff, realPositions, VLM_FIXTURES, vlmPath, vlmReference } from './helpers/fixtures.js';
 import { cliSuite, type CliResult } from './helpers/cli-run.js';
 import { readArrowCache } from '../src/io/arrow-cache.js';
 
@@ -45,15 +45,8 @@ describe.each(VLM_FIXTURES)('%s on onnxruntime', (name) => {
   });
 
   it('logits and every reference activation, tower and language model, match the reference (≤1e-4)', async () => {
-    const names = Object.keys(ref.activations);
-    const r = await onnx.run(model.toTokens({ prompts: ref.tokens, images: clean }), { hooks: names });
-    expect(r.logits!.shape).toEqual([1, ...ref.logits_shape]);
-    expect(maxScaledDiff(r.logits!.data, ref.logits)).toBeLessThan(1e-4);
-    for (const n of names) {
-      const got = r.hooks.get(n)!;
-      expect(got.shape.slice(1), n).toEqual(ref.activations[n].shape);
-      expect(maxScaledDiff(got.data, ref.activations[n].values), n).toBeLessThan(1e-4);
-    }
+    const r = await onnx.run(model.toTokens({ prompts: ref.tokens, images: clean }), { hooks: Object.keys(ref.activations) });
+    expectOnnxMatchesReference(r, ref);
   });
 
   it('every hook equals the tfjs forward on a left-padded batch of two prompts with an image each (≤1e-4)', async () => {
@@ -64,12 +57,7 @@ describe.each(VLM_FIXTURES)('%s on onnxruntime', (name) => {
     const hooks = model.hookNames().filter((h) => !h.endsWith('hook_result'));
     const r = await onnx.run(tokens, { hooks });
     const { logits, cache } = model.runWithCache(tokens, { names: hooks });
-    const real = (data: ArrayLike<number>, shape: number[]) => {
-      const per = shape.slice(2).reduce((a, c) => a * c, 1);
-      const out: number[] = [];
-      for (let b = 0; b < shape[0]; b++) for (let p = 0; p < shape[1]; p++) if (tokens.mask[b * tokens.seqLen + p]) for (let j = 0; j < per; j++) out.push(data[(b * shape[1] + p) * per + j]);
-      return out;
-    };
+    const real = (data: ArrayLike<number>, shape: number[]) => realPositions(tokens, data, shape);
     expect(maxScaledDiff(real(r.logits!.data, r.logits!.shape), real(logits.dataSync(), logits.shape))).toBeLessThan(1e-4);
     for (const h of hooks) {
       const want = cache.get(h);

@@ -1,8 +1,9 @@
 /**
- * Forward passes of a loaded model on onnxruntime-node (CPU, both cores): the graph is emitted from
- * the same model definition (lm-graph.ts) once per hook set and kept, and fed with the same mask,
- * positions and rotary tables the tfjs forward computes. Hook-free and read-only-hook forwards run
- * here; anything that edits activations or needs gradients stays on tfjs.
+ * Forward passes of a loaded model on onnxruntime-node (CPU, both cores): graphs are emitted from
+ * the same model definition (lm-graph.ts, vision-graph.ts) once per variant and kept, and fed with
+ * the same mask, positions, rotary tables and image rows the tfjs forward computes. Reading hooks
+ * and declarative interventions (patches, zero/mean ablation, probe edits, resuming from a cached
+ * residual, past keys/values) run here; JS hooks and gradients stay on tfjs.
  */
 import os from 'node:os';
 import type { InferenceSession as OrtSession, Tensor as OrtTensor } from 'onnxruntime-node';
@@ -74,8 +75,7 @@ export class OnnxForward {
   constructor(
     readonly model: HookedModel,
     private readonly opts: OnnxForwardOptions = {},
-  ) {
-  }
+  ) {}
 
   /** Graph variants built so far (each one onnxruntime session). */
   get sessionCount(): number {
@@ -297,9 +297,15 @@ export class OnnxForward {
     return feeds;
   }
 
-  /** All-position logits with hook `hook` replaced everywhere by `src` (its shape). */
-  async runReplaced(tokens: TokenBatch, hook: string, src: HostTensor): Promise<HostTensor> {
-    const res = await this.runGraph({ hooks: [], patch: { hooks: [hook] } }, { patch_mask_0: { data: Float32Array.of(1), shape: [1] }, patch_src_0: src }, this.commonFeeds(tokens));
+  /**
+   * All-position logits with hook `hook` replaced by `src` where `mask` is 1 (default: everywhere).
+   * Both broadcast against the hook's shape, so the declarative interventions are all this one
+   * graph input: a cached activation (src of the hook's shape; SAE eval splices its
+   * reconstruction this way), zero ablation (src a scalar 0), mean ablation (src the mean [d]),
+   * at chosen positions (mask [b, T, 1]).
+   */
+  async runReplaced(tokens: TokenBatch, hook: string, src: HostTensor, mask: HostTensor = { data: Float32Array.of(1), shape: [1] }): Promise<HostTensor> {
+    const res = await this.runGraph({ hooks: [], patch: { hooks: [hook] } }, { patch_mask_0: mask, patch_src_0: src }, this.commonFeeds(tokens));
     return res.get('logits')!;
   }
 

@@ -109,3 +109,25 @@ export interface VlmReference {
 export function vlmReference(name: VlmFixture): VlmReference {
   return JSON.parse(fs.readFileSync(path.join(vlmPath(name), 'reference.json'), 'utf8'));
 }
+
+/** An onnx run's logits and hooks against a reference's (≤1e-4 scaled; batch element 0). */
+export function expectOnnxMatchesReference(
+  r: { logits: { data: ArrayLike<number>; shape: number[] } | null; hooks: Map<string, { data: ArrayLike<number>; shape: number[] }> },
+  ref: { logits: number[]; logits_shape: number[]; activations: Record<string, { shape: number[]; values: number[] }> },
+): void {
+  expect(r.logits!.shape).toEqual([1, ...ref.logits_shape]);
+  expect(maxScaledDiff(r.logits!.data, ref.logits)).toBeLessThan(1e-4);
+  for (const [n, want] of Object.entries(ref.activations)) {
+    const got = r.hooks.get(n)!;
+    expect(got.shape.slice(1), n).toEqual(want.shape);
+    expect(maxScaledDiff(got.data, want.values), n).toBeLessThan(1e-4);
+  }
+}
+
+/** The values of a [b, T, ...] activation at the batch's real (unpadded) positions, in order. */
+export function realPositions(tokens: { mask: ArrayLike<number>; seqLen: number }, data: ArrayLike<number>, shape: number[]): number[] {
+  const per = shape.slice(2).reduce((a, c) => a * c, 1);
+  const out: number[] = [];
+  for (let b = 0; b < shape[0]; b++) for (let t = 0; t < shape[1]; t++) if (tokens.mask[b * tokens.seqLen + t]) for (let j = 0; j < per; j++) out.push(data[(b * shape[1] + t) * per + j]);
+  return out;
+}
