@@ -43,8 +43,15 @@ const onnxSession = new PatchingSession(model, [{ clean, corrupt, answer: 262, w
 onnxSession.baselines();
 const to = performance.now();
 const onnxGrids = [];
-for (const c of components) onnxGrids.push(await onnxSession.gridAsync(c, 'activation'));
+const perComponent: string[] = [];
+for (const c of components) {
+  const tc = performance.now();
+  onnxGrids.push(await onnxSession.gridAsync(c, 'activation'));
+  perComponent.push(`${c} ${((performance.now() - tc) / 1000).toFixed(1)} s`);
+}
 const onnxSeconds = (performance.now() - to) / 1000;
+// The first component pays for building the sessions: what one `hooklens patch` run costs.
+console.log(`  cold, per component in order: ${perComponent.join(', ')} (tfjs: ${(act.seconds / components.length).toFixed(1)} s a component on average)`);
 const maxDiff = Math.max(...onnxGrids.flatMap((g, i) => (g.scores as number[][]).flat().map((v, j) => Math.abs(v - (act.grids[i].scores as number[][]).flat()[j]))));
 console.log(`activation patching, onnxruntime: ${onnxSeconds.toFixed(1)} s  ${(sites / onnxSeconds).toFixed(1)} sites/s  ×${(act.seconds / onnxSeconds).toFixed(1)} vs tfjs (sessions built on first use, included); max |Δscore| vs tfjs ${maxDiff.toExponential(1)}`);
 const t2 = performance.now();
