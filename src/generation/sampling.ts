@@ -12,7 +12,7 @@
  */
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
-import { padBatch } from '../hooks/token-batch.js';
+import { appendColumn, padBatch } from '../hooks/token-batch.js';
 import { KvCache } from '../models/kv-cache.js';
 import { validateTokens, type TokenBatch } from '../models/transformer.js';
 import { mulberry32 } from '../util/random.js';
@@ -233,17 +233,9 @@ function sampleBatchCached(model: HookedModel, idx: number[], seqs: number[][], 
       const live = rows.map((i) => !done[i]);
       rows.forEach((i, r) => live[r] && take(host, r, i));
       if (rows.every((i) => done[i])) return;
-      const ids2 = new Int32Array(b * (T + 1));
-      const mask2 = new Int32Array(b * (T + 1));
-      rows.forEach((i, r) => {
-        ids2.set(ids.subarray(r * T, (r + 1) * T), r * (T + 1));
-        mask2.set(mask.subarray(r * T, (r + 1) * T), r * (T + 1));
-        // A row finished before this step holds a padding slot; one that just finished keeps its last token out too.
-        ids2[r * (T + 1) + T] = done[i] ? 0 : seqs[i][seqs[i].length - 1];
-        mask2[r * (T + 1) + T] = done[i] ? 0 : 1;
-      });
-      ids = ids2;
-      mask = mask2;
+      // Running rows take their new token; finished ones (also those that just finished) a padding slot.
+      const next = rows.map((i) => seqs[i][seqs[i].length - 1]);
+      ({ ids, mask } = appendColumn(ids, mask, b, T, next, rows.map((i) => !done[i])));
       T++;
     }
   } finally {

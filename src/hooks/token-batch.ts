@@ -68,15 +68,19 @@ export function* promptBatches(prompts: readonly (readonly number[])[], limits: 
   }
 }
 
-/** [b, T] ids and mask with one more column: the new token, a real position in every row. */
-export function appendColumn(ids: Int32Array, mask: Int32Array, b: number, T: number, next: ArrayLike<number>): { ids: Int32Array; mask: Int32Array } {
+/**
+ * [b, T] ids and mask with one more column: the new token, a real position in every row — or,
+ * with `real`, only in the rows it marks (the others get a padding slot: id 0, mask 0).
+ */
+export function appendColumn(ids: Int32Array, mask: Int32Array, b: number, T: number, next: ArrayLike<number>, real?: readonly boolean[]): { ids: Int32Array; mask: Int32Array } {
   const ids2 = new Int32Array(b * (T + 1));
   const mask2 = new Int32Array(b * (T + 1));
   for (let r = 0; r < b; r++) {
     ids2.set(ids.subarray(r * T, (r + 1) * T), r * (T + 1));
     mask2.set(mask.subarray(r * T, (r + 1) * T), r * (T + 1));
-    ids2[r * (T + 1) + T] = next[r];
-    mask2[r * (T + 1) + T] = 1;
+    const on = real ? real[r] : true;
+    ids2[r * (T + 1) + T] = on ? next[r] : 0;
+    mask2[r * (T + 1) + T] = on ? 1 : 0;
   }
   return { ids: ids2, mask: mask2 };
 }

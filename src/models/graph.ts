@@ -93,7 +93,7 @@ function localNames(names: readonly string[], prefix: string): string[] {
 }
 
 /** Highest tower block any requested hook names (-1 for none). */
-function lastVisionBlockRequested(requested: ReadonlySet<string>): number {
+export function lastVisionBlockRequested(requested: Iterable<string>): number {
   let last = -1;
   for (const n of requested) {
     const m = /^vision\.blocks\.(\d+)\./.exec(n);

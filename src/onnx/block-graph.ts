@@ -5,6 +5,7 @@
  * language model and a ViT tower are emitted by the same code; names are local to the stage and
  * the stage's owner maps them to its weight namespace and hook prefix.
  */
+import type { HookedModel } from '../hooks/hooked-model.js';
 import type { ActivationKind, BlockConfig } from '../models/config.js';
 import { FLOAT, type GraphBuilder } from './graph-builder.js';
 
@@ -28,6 +29,20 @@ export interface BlockInputs {
    * past_v_{l}; the concatenations become outputs present_k_{l} / present_v_{l}.
    */
   kvCache?: { inputs: string[]; presents: string[] };
+}
+
+/** The model's weights as initializers of `g`, by full name (prefix + local name). */
+export function modelWeights(g: GraphBuilder, model: HookedModel, prefix = ''): Pick<StageEmitter, 'W' | 'maybeW'> {
+  const W = (name: string): string => {
+    const t = model.weight(prefix + name);
+    return g.weight(prefix + name, t.dataSync() as Float32Array, t.shape);
+  };
+  return { W, maybeW: (name) => (model.hasWeight(prefix + name) ? W(name) : null) };
+}
+
+/** True for hooks of the vision tower and projector stages (the vision graph's), false for the language model's. */
+export function isVisionStageHook(model: HookedModel, name: string): boolean {
+  return model.graph.stageOf(name).name !== 'language_model';
 }
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);

@@ -21,6 +21,15 @@ function attribute(name: string, v: Attr): onnxProto.onnx.IAttributeProto {
   return Number.isInteger(v) ? { name, type: T.INT, i: v } : { name, type: T.FLOAT, f: v };
 }
 
+/** A built graph: the ModelProto bytes, its input and output names, weights kept out of the bytes. */
+export interface EmittedGraph {
+  bytes: Uint8Array;
+  inputs: string[];
+  outputs: string[];
+  /** Weights past maxEmbeddedBytes, as onnxruntime's `externalData` session option. */
+  externalData: { path: string; data: Uint8Array }[];
+}
+
 /** Symbolic ('batch') or fixed sizes. */
 type Dims = (number | string)[];
 

@@ -16,8 +16,8 @@
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import type { ModelConfig } from '../models/config.js';
-import { emitBlocks, emitLinear, emitNorm, type StageEmitter } from './block-graph.js';
-import { FLOAT, GraphBuilder, INT64 } from './graph-builder.js';
+import { emitBlocks, emitLinear, emitNorm, isVisionStageHook, modelWeights, type StageEmitter } from './block-graph.js';
+import { FLOAT, GraphBuilder, INT64, type EmittedGraph } from './graph-builder.js';
 
 export interface LmGraphOptions {
   hooks: readonly string[];
@@ -56,14 +56,8 @@ export interface LmGraphOptions {
   imageSplice?: boolean;
 }
 
-export interface LmGraph {
-  bytes: Uint8Array;
-  inputs: string[];
-  /** Output names: 'logits' (unless stopped early) then the hooks. */
-  outputs: string[];
-  /** Weights kept out of the protobuf (past maxEmbeddedBytes), as onnxruntime's externalData. */
-  externalData: { path: string; data: Uint8Array }[];
-}
+/** Outputs: 'logits' (or 'resid_out' when stopped early), the hooks, then present_k/v_{l}. */
+export type LmGraph = EmittedGraph;
 
 export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedBytes?: number): LmGraph {
   if (model.graph.kind === 'vision-tower') fail(`onnx backend: ${model.graph.description} has no language model`);
@@ -71,7 +65,7 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
   const known = new Set(model.hookNames());
   for (const h of opts.hooks) {
     if (!known.has(h)) fail(`onnx backend: unknown hook '${h}'`);
-    if (h.startsWith('vision.') || h === 'hook_image_embeds') fail(`onnx backend: ${h} is a vision-stage hook, not the language model's`);
+    if (isVisionStageHook(model, h)) fail(`onnx backend: ${h} is a vision-stage hook, not the language model's`);
     if (h.endsWith('attn.hook_result')) fail(`onnx backend: ${h} is not exported; use the tfjs backend for per-head results`);
   }
   const g = new GraphBuilder(maxEmbeddedBytes);
@@ -100,11 +94,8 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
     if (wanted.has(name)) taps.set(name, value);
     return value;
   };
-  const W = (name: string): string => {
-    const t = model.weight(name);
-    return g.weight(name, t.dataSync() as Float32Array, t.shape);
-  };
-  const s: StageEmitter = { g, cfg, W, maybeW: (name) => (model.hasWeight(name) ? W(name) : null), hook };
+  const s: StageEmitter = { g, cfg, ...modelWeights(g, model), hook };
+  const { W } = s;
   const d = cfg.dModel;
 
   const from = opts.fromLayer ?? 0;

@@ -14,8 +14,10 @@ import type { ModelConfig } from '../models/config.js';
 import { lastPositionOneHot, maskBias, positionIds, validateTokens, type TokenBatch } from '../models/transformer.js';
 import { lmGraph, type LmGraphOptions } from './lm-graph.js';
 import { visionGraph } from './vision-graph.js';
+import { isVisionStageHook } from './block-graph.js';
+import type { EmittedGraph } from './graph-builder.js';
 import { imageCount, type ImageBatch } from '../models/image-batch.js';
-import { layoutImageCount, spliceLayout } from '../models/stages/splice.js';
+import { imagePositionMask, spliceLayout } from '../models/stages/splice.js';
 import { imagePatches } from '../models/stages/vision-tower.js';
 import { appendColumn, decodingRows, recordNextTokens } from '../hooks/token-batch.js';
 import { editPositionMask, type DirectionEdit } from '../probing/steer.js';
@@ -91,7 +93,7 @@ export class OnnxForward {
     return this.cached(key, () => lmGraph(this.model, o, this.opts.maxEmbeddedBytes), o.fromLayer !== undefined);
   }
 
-  private cached(key: string, build: () => { bytes: Uint8Array; inputs: string[]; outputs: string[]; externalData: { path: string; data: Uint8Array }[] }, noSpin: boolean) {
+  private cached(key: string, build: () => EmittedGraph, noSpin: boolean) {
     let s = this.sessions.get(key);
     if (!s) {
       s = (async () => {
@@ -131,20 +133,18 @@ export class OnnxForward {
     const llava = this.model.graph.llava!;
     const { batch: b, seqLen: T } = tokens;
     const d = imageEmbeds.shape[2];
+    // The batch was validated (one image per placeholder run) before the tower ran.
     const layout = spliceLayout(tokens, llava.imageTokenIndex, llava.nImageTokens);
-    if (layoutImageCount(layout) !== imageEmbeds.shape[0]) fail(`the prompts have ${layoutImageCount(layout)} image placeholder run(s) but ${imageEmbeds.shape[0]} image(s) were given`);
+    const P = llava.nImageTokens;
     const rows = new Float32Array(b * T * d);
-    const keep = new Float32Array(b * T).fill(1);
     let image = 0;
     layout.runs.forEach((starts, p) => {
       for (const s0 of starts) {
-        for (let j = 0; j < llava.nImageTokens; j++) {
-          rows.set(imageEmbeds.data.subarray((image * llava.nImageTokens + j) * d, (image * llava.nImageTokens + j + 1) * d), (p * T + s0 + j) * d);
-          keep[p * T + s0 + j] = 0;
-        }
-        image++;
+        const at = image++ * P * d;
+        rows.set(imageEmbeds.data.subarray(at, at + P * d), (p * T + s0) * d);
       }
     });
+    const keep = Float32Array.from(imagePositionMask(tokens, layout), (m) => 1 - m);
     return { image_rows: { data: rows, shape: [b, T, d] }, text_keep: { data: keep, shape: [b, T, 1] } };
   }
 
@@ -174,7 +174,7 @@ export class OnnxForward {
   async run(tokens: TokenBatch, o: LmGraphOptions & { visionOnly?: boolean }, edits: readonly DirectionEdit[] = []): Promise<OnnxRunResult> {
     // Hook patterns ('blocks.*.hook_resid_post') as the tfjs runtime takes them.
     const names = o.hooks.length ? this.model.resolveHooks([...o.hooks]) : [];
-    const isVision = (n: string) => n.startsWith('vision.') || n === 'hook_image_embeds';
+    const isVision = (n: string) => isVisionStageHook(this.model, n);
     const { visionOnly, ...lm } = o;
     const vision = await this.visionPass(tokens, names.filter(isVision), lm);
     if (this.model.graph.kind === 'vision-tower' || visionOnly) {

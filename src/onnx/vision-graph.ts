@@ -11,36 +11,20 @@
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import type { LlavaWiring, VisionConfig } from '../models/config.js';
-import { emitActivation, emitBlocks, emitLinear, emitNorm, type StageEmitter } from './block-graph.js';
-import { FLOAT, GraphBuilder } from './graph-builder.js';
-
-export interface VisionGraph {
-  bytes: Uint8Array;
-  inputs: string[];
-  outputs: string[];
-  externalData: { path: string; data: Uint8Array }[];
-}
+import { lastVisionBlockRequested } from '../models/graph.js';
+import { emitActivation, emitBlocks, emitLinear, emitNorm, isVisionStageHook, modelWeights, type StageEmitter } from './block-graph.js';
+import { FLOAT, GraphBuilder, type EmittedGraph } from './graph-builder.js';
 
 const PREFIX = 'vision.';
 
-/** Highest tower block a hook names (-1 for none). */
-function lastBlockNamed(hooks: readonly string[]): number {
-  let last = -1;
-  for (const h of hooks) {
-    const m = /^vision\.blocks\.(\d+)\./.exec(h);
-    if (m) last = Math.max(last, Number(m[1]));
-  }
-  return last;
-}
-
-export function visionGraph(model: HookedModel, hooks: readonly string[], maxEmbeddedBytes?: number): VisionGraph {
+export function visionGraph(model: HookedModel, hooks: readonly string[], maxEmbeddedBytes?: number): EmittedGraph {
   const vision = model.graph.vision as VisionConfig | null;
   if (!vision) fail(`onnx backend: ${model.graph.description} has no vision tower`);
   const llava = model.graph.llava as LlavaWiring | null;
   const known = new Set(model.hookNames());
   for (const h of hooks) {
     if (!known.has(h)) fail(`onnx backend: unknown hook '${h}'`);
-    if (!h.startsWith(PREFIX) && h !== 'hook_image_embeds') fail(`onnx backend: ${h} is not a vision-stage hook`);
+    if (!isVisionStageHook(model, h)) fail(`onnx backend: ${h} is not a vision-stage hook`);
     if (h.endsWith('attn.hook_result')) fail(`onnx backend: ${h} is not exported; use the tfjs backend for per-head results`);
   }
   const g = new GraphBuilder(maxEmbeddedBytes);
@@ -50,13 +34,8 @@ export function visionGraph(model: HookedModel, hooks: readonly string[], maxEmb
     if (wanted.has(name)) taps.set(name, value);
     return value;
   };
-  const W = (name: string): string => {
-    const t = model.weight(name);
-    return g.weight(name, t.dataSync() as Float32Array, t.shape);
-  };
-  const maybeW = (name: string): string | null => (model.hasWeight(name) ? W(name) : null);
   // The tower's names are local ('blocks.0.…'); weights and hooks live under 'vision.'.
-  const tower: StageEmitter = { g, cfg: vision, W: (n) => W(PREFIX + n), maybeW: (n) => maybeW(PREFIX + n), hook: (n, v) => tap(PREFIX + n, v) };
+  const tower: StageEmitter = { g, cfg: vision, ...modelWeights(g, model, PREFIX), hook: (n, v) => tap(PREFIX + n, v) };
   const d = vision.dModel;
 
   const patches = g.input('patches', FLOAT, ['images', vision.gridSize * vision.gridSize, vision.nChannels * vision.patchSize * vision.patchSize]);
@@ -74,7 +53,7 @@ export function visionGraph(model: HookedModel, hooks: readonly string[], maxEmb
   const L = vision.nLayers;
   // Hidden state i = the input of block i (0 = after ln_pre, L = the last block's output).
   const out = llava ? llava.featureLayer : L;
-  const runThrough = Math.min(L - 1, Math.max(out - 1, lastBlockNamed(hooks)));
+  const runThrough = Math.min(L - 1, Math.max(out - 1, lastVisionBlockRequested(hooks)));
   let hidden = out === 0 ? resid : '';
   for (let l = 0; l <= runThrough; l++) {
     resid = emitBlocks(tower, resid, l, l, {});
@@ -85,7 +64,7 @@ export function visionGraph(model: HookedModel, hooks: readonly string[], maxEmb
   if (llava) {
     const P = vision.nPositions;
     const selected = llava.selectStrategy === 'default' ? g.op('Slice', [hidden, g.constant([1], [1], 'int64'), g.constant([P], [1], 'int64'), g.constant([1], [1], 'int64')]) : hidden;
-    const projector: StageEmitter = { g, cfg: model.graph.lm!, W: (n) => W('projector.' + n), maybeW: (n) => maybeW('projector.' + n), hook: tap };
+    const projector: StageEmitter = { g, cfg: model.graph.lm!, ...modelWeights(g, model, 'projector.'), hook: tap };
     const act = emitActivation(g, emitLinear(projector, selected, 'W_1', 'b_1'), llava.projectorAct);
     g.output('image_embeds', projector.hook('hook_image_embeds', emitLinear(projector, act, 'W_2', 'b_2')));
     outputs.push('image_embeds');

@@ -196,12 +196,21 @@ export class PatchingSession {
   private baseResidPre(stack: ComponentStack): tf.Tensor[] {
     const L = this.layers(stack).length;
     const post = Array.from({ length: L - 1 }, (_, l) => `${stack.prefix}blocks.${l}.hook_resid_post`);
-    const first = `${stack.prefix}blocks.0.hook_resid_pre`;
     const later = post.length ? this.model.runWithCache(this.base, { names: post, finalPositionOnly: true, fwdHooks: this.hooks }) : null;
-    const start = this.model.runWithCache(this.base, { names: [first], ...this.model.graph.stopFor([first]), fwdHooks: this.hooks.filter(([name]) => name !== first) });
     later?.logits.dispose();
-    start.logits.dispose();
-    return [start.cache.get(first), ...post.map((n) => later!.cache.get(n))];
+    return [this.blockZeroInput(stack.prefix), ...post.map((n) => later!.cache.get(n))];
+  }
+
+  /**
+   * The base run's residual entering block 0 of a stack ('' or 'vision.'), session hooks applied
+   * except those on blocks.0.hook_resid_pre itself (the block fires them when it runs): a run
+   * that stops after block 0.
+   */
+  private blockZeroInput(prefix: string): tf.Tensor {
+    const first = `${prefix}blocks.0.hook_resid_pre`;
+    const { logits, cache } = this.model.runWithCache(this.base, { names: [first], ...this.model.graph.stopFor([first]), fwdHooks: this.hooks.filter(([name]) => name !== first) });
+    logits.dispose();
+    return cache.get(first);
   }
 
   private layers(stack: ComponentStack = componentStack(this.model, 'resid_pre')): number[] {
@@ -274,6 +283,7 @@ export class PatchingSession {
     const src = hostArrays(this.sourceActivations(stack));
     const baseResid = hostArrays(this.baseResidPre(stack));
     const head = this.onnxHead();
+    const edits = this.onnxEdits()!;
     const d = cfg.dModel;
     const tile = (x: Float32Array, times: number) => {
       const out = new Float32Array(x.length * times);
@@ -296,7 +306,7 @@ export class PatchingSession {
           hook: componentHook(stack, layer),
           mask: { data: mask, shape: [S * N, ...maskShape] },
           src: { data: tile(src[layer], S), shape: [S * N, ...shape] },
-        }, head.columns, this.onnxEdits()!.blocks);
+        }, head.columns, edits);
         const targets = this.repeatTargets(S, repeated, head.targets);
         const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
         out.push(...values.dataSync());
@@ -332,6 +342,7 @@ export class PatchingSession {
     const src = hostArrays(this.sourceActivations(stack));
     const base = await this.onnxBaseStreams(onnx);
     const head = this.onnxHead();
+    const edits = this.onnxEdits()!;
     /** Rows [N, T, ...] → positions a..b of every row, tiled S times (site-major). */
     const cut = (x: Float32Array, per: number, a: number, b: number, S: number) => {
       const out = new Float32Array(S * N * (b - a) * per);
@@ -377,7 +388,7 @@ export class PatchingSession {
             hook: componentHook(stack, layer),
             mask: { data: mask, shape: [S * N, Tn, ...maskShapeFull.slice(1)] },
             src: { data: cut(src[layer], inner, p0, T, S), shape: [S * N, Tn, ...shape.slice(1)] },
-          }, POSITION_RESOLVED_SUFFIXES, head.columns, this.onnxEdits()!.blocks);
+          }, POSITION_RESOLVED_SUFFIXES, head.columns, edits);
           const targets = this.repeatTargets(S, repeated, head.targets);
           const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
           out.push(...values.dataSync());
@@ -392,28 +403,25 @@ export class PatchingSession {
   }
 
   /**
-   * The session's probe edits split for onnxruntime: those on the embeddings (applied by the tfjs
-   * embedding run) and those inside blocks (graph inputs); null when one sits elsewhere (the
-   * final norm), which keeps the session on tfjs.
+   * The session's probe edits inside blocks, for onnxruntime's block sessions (graph inputs);
+   * edits on the embeddings apply in the tfjs run that gives block 0 its input. null when an edit
+   * sits elsewhere (the final norm), which keeps the session on tfjs.
    */
-  private onnxEdits(): { embed: FwdHook[]; blocks: DirectionEdit[] } | null {
+  private onnxEdits(): DirectionEdit[] | null {
     const edits = this.opts.edits ?? [];
     const isEmbed = (h: string) => h === 'hook_embed' || h === 'hook_pos_embed';
     if (edits.some((e) => !isEmbed(e.hook) && !e.hook.startsWith('blocks.'))) return null;
-    return { embed: edits.filter((e) => isEmbed(e.hook)).map(editHook), blocks: edits.filter((e) => !isEmbed(e.hook)) };
+    return edits.filter((e) => !isEmbed(e.hook));
   }
 
   /** The base run on onnxruntime, block by block from its embeddings (tfjs: a gather), once per session. */
   private onnxBaseStreams(onnx: OnnxForward): ReturnType<OnnxForward['blockStreams']> {
     if (!this.baseStreams) {
-      // Embedding edits apply here; block 0's own hooks (blocks.0.hook_resid_pre) fire in its session.
-      const edits = this.onnxEdits()!;
-      const { logits, cache } = this.model.runWithCache(this.base, { names: ['blocks.0.hook_resid_pre'], stopAtLayer: 0, fwdHooks: edits.embed });
-      const embeds = cache.get('blocks.0.hook_resid_pre');
+      // Embedding edits apply in this tfjs run; the block edits are graph inputs of the sessions.
+      const embeds = this.blockZeroInput('');
       const host = { data: embeds.dataSync() as Float32Array, shape: embeds.shape };
-      logits.dispose();
-      cache.dispose();
-      const streams = onnx.blockStreams(this.base, host, POSITION_RESOLVED_SUFFIXES, edits.blocks);
+      embeds.dispose();
+      const streams = onnx.blockStreams(this.base, host, POSITION_RESOLVED_SUFFIXES, this.onnxEdits()!);
       this.baseStreams = streams;
       streams.catch(() => (this.baseStreams = null));
     }
