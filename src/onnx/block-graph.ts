@@ -29,6 +29,20 @@ export interface BlockInputs {
    * past_v_{l}; the concatenations become outputs present_k_{l} / present_v_{l}.
    */
   kvCache?: { inputs: string[]; presents: string[] };
+  /**
+   * One-hot of each row's final position [b, T, 1]: the last block emitted computes keys and
+   * values at every position but queries, attention output and MLP at that one only, and returns
+   * [b, 1, d] — all a final-position readout needs (the MLP and Q/O projections are ~5/6 of a
+   * block). Hooks of that block past ln1 then see one position; the selection is exact (x·1 + 0s).
+   */
+  finalRow?: string;
+}
+
+/** Row `onehot` of x along `axis` (x·onehot summed over the axis, keepdims): exact for finite x. */
+function selectRow(g: GraphBuilder, x: string, onehot: string, axis: number, rank: number): string {
+  const shape = [0, 0, 0, 0].slice(0, rank).map((_, i) => (i === 0 ? 0 : i === axis ? -1 : 1));
+  const oh = g.reshape(onehot, shape);
+  return g.op('ReduceSum', [g.mul(x, oh), g.constant([axis], [1], 'int64')], { keepdims: 1 });
 }
 
 /** The model's weights as initializers of `g`, by full name (prefix + local name). */
@@ -100,17 +114,21 @@ function emitRope(s: StageEmitter, x: string, cos: string, sin: string): string 
   return rd === dh ? rotated : g.op('Concat', [rotated, sl(rd, dh)], { axis: 3 });
 }
 
-function emitAttention(s: StageEmitter, x: string, l: number, inp: BlockInputs): string {
+/** `finalRow`: queries (and their mask row and rotary angles) at each row's final position only. */
+function emitAttention(s: StageEmitter, x: string, l: number, inp: BlockInputs, finalRow?: string): string {
   const { g, cfg } = s;
   const { nHeads: H, nKvHeads: K, dHead: dh } = cfg;
   const p = `blocks.${l}.attn.`;
-  let q = s.hook(p + 'hook_q', g.reshape(emitLinear(s, x, p + 'W_Q', p + 'b_Q'), [0, 0, H, dh]));
+  const qIn = finalRow ? selectRow(g, x, finalRow, 1, 3) : x;
+  let q = s.hook(p + 'hook_q', g.reshape(emitLinear(s, qIn, p + 'W_Q', p + 'b_Q'), [0, 0, H, dh]));
   let k = s.hook(p + 'hook_k', g.reshape(emitLinear(s, x, p + 'W_K', p + 'b_K'), [0, 0, K, dh]));
   const v = s.hook(p + 'hook_v', g.reshape(emitLinear(s, x, p + 'W_V', p + 'b_V'), [0, 0, K, dh]));
   if (inp.rope) {
-    q = s.hook(p + 'hook_rot_q', emitRope(s, q, inp.rope.cos, inp.rope.sin));
-    k = s.hook(p + 'hook_rot_k', emitRope(s, k, inp.rope.cos, inp.rope.sin));
+    const { cos, sin } = inp.rope;
+    q = s.hook(p + 'hook_rot_q', finalRow ? emitRope(s, q, selectRow(g, cos, finalRow, 1, 4), selectRow(g, sin, finalRow, 1, 4)) : emitRope(s, q, cos, sin));
+    k = s.hook(p + 'hook_rot_k', emitRope(s, k, cos, sin));
   }
+  const maskBias = inp.maskBias && finalRow ? selectRow(g, inp.maskBias, finalRow, 2, 4) : inp.maskBias;
   // As in the tfjs forward: the G query heads of a kv head as one [G·T, dh] block per kv head.
   const qh = g.reshape(g.transpose(q, [0, 2, 1, 3]), [0, K, -1, dh]);
   let kh = g.transpose(k, [0, 2, 3, 1]);
@@ -125,7 +143,7 @@ function emitAttention(s: StageEmitter, x: string, l: number, inp: BlockInputs):
   }
   const raw = g.reshape(g.matMul(qh, kh), [0, H, -1, 0]);
   const scaled = g.mul(raw, g.scalar(1 / Math.sqrt(dh)));
-  const scores = s.hook(p + 'hook_attn_scores', inp.maskBias ? g.add(scaled, inp.maskBias) : scaled);
+  const scores = s.hook(p + 'hook_attn_scores', maskBias ? g.add(scaled, maskBias) : scaled);
   const pattern = s.hook(p + 'hook_pattern', g.op('Softmax', [scores], { axis: -1 }));
   const zh = g.reshape(g.matMul(g.reshape(pattern, [0, K, -1, 0]), vh), [0, H, -1, dh]);
   const z = s.hook(p + 'hook_z', g.transpose(zh, [0, 2, 1, 3]));
@@ -152,7 +170,9 @@ export function emitBlocks(s: StageEmitter, resid: string, from: number, to: num
   for (let l = from; l <= to; l++) {
     const hp = `blocks.${l}.`;
     resid = s.hook(hp + 'hook_resid_pre', resid);
-    const attnOut = s.hook(hp + 'hook_attn_out', emitAttention(s, emitNorm(s, resid, `${hp}ln1`), l, inp));
+    const finalRow = l === to ? inp.finalRow : undefined;
+    const attnOut = s.hook(hp + 'hook_attn_out', emitAttention(s, emitNorm(s, resid, `${hp}ln1`), l, inp, finalRow));
+    if (finalRow) resid = selectRow(g, resid, finalRow, 1, 3);
     resid = s.hook(hp + 'hook_resid_mid', g.add(resid, attnOut));
     const mlpOut = s.hook(hp + 'hook_mlp_out', emitMlp(s, emitNorm(s, resid, `${hp}ln2`), l));
     resid = s.hook(hp + 'hook_resid_post', g.add(resid, mlpOut));

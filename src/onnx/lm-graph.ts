@@ -54,6 +54,13 @@ export interface LmGraphOptions {
   logitColumns?: boolean;
   /** Image rows spliced into the embeddings (a VLM prompt pass): inputs image_rows and text_keep. */
   imageSplice?: boolean;
+  /**
+   * With stopAtLayer: the last block reads keys/values at every position and computes the rest at
+   * each row's final position only (input last_onehot); resid_out is [b, 1, d]. Patch points in that
+   * block must then be idle (scalar masks). A finalPositionOnly graph does this by itself when no
+   * hook, edit or patch sits in its last block.
+   */
+  finalRowOnly?: boolean;
 }
 
 /** Outputs: 'logits' (or 'resid_out' when stopped early), the hooks, then present_k/v_{l}. */
@@ -136,7 +143,12 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
 
   const last = opts.stopAtLayer ?? cfg.nLayers - 1;
   const kvCache = opts.kvCache ? { inputs: [] as string[], presents } : undefined;
-  resid = emitBlocks(s, resid, from, last, { maskBias, rope, kvCache });
+  const inLast = (h: string) => h.startsWith(`blocks.${last}.`);
+  const untouchedLast = ![...opts.hooks, ...(opts.edits ?? []).map((e) => e.hook), ...(opts.patch?.hooks ?? [])].some(inLast);
+  const finalRow = last >= from && (opts.stopAtLayer !== undefined ? !!opts.finalRowOnly : !!opts.finalPositionOnly && untouchedLast);
+  if (opts.finalRowOnly && opts.stopAtLayer === undefined) fail('onnx backend: finalRowOnly needs stopAtLayer');
+  if (finalRow || opts.finalPositionOnly) inputs.push(g.input('last_onehot', FLOAT, ['batch', 'seq', 1]));
+  resid = emitBlocks(s, resid, from, last, { maskBias, rope, kvCache, ...(finalRow ? { finalRow: 'last_onehot' } : {}) });
   if (kvCache) inputs.push(...kvCache.inputs);
   const outputs: string[] = [];
   (opts.edits ?? []).forEach((e, i) => {
@@ -149,11 +161,7 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
     g.output('resid_out', resid);
     outputs.push('resid_out');
   } else {
-    if (opts.finalPositionOnly) {
-      g.input('last_onehot', FLOAT, ['batch', 'seq', 1]);
-      inputs.push('last_onehot');
-      resid = g.op('ReduceSum', [g.mul(resid, 'last_onehot'), g.constant([1], [1], 'int64')], { keepdims: 1 });
-    }
+    if (opts.finalPositionOnly && !finalRow) resid = g.op('ReduceSum', [g.mul(resid, 'last_onehot'), g.constant([1], [1], 'int64')], { keepdims: 1 });
     const final = emitNorm(s, resid, 'ln_final');
     if (opts.logitColumns) {
       inputs.push(g.input('unembed_cols', FLOAT, [d, 'cols']), g.input('unembed_bias', FLOAT, ['cols']));

@@ -86,7 +86,7 @@ export class OnnxForward {
 
   /** The language-model graph variant `o`, built on first use. */
   private session(o: LmGraphOptions) {
-    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hooks ?? null, !!o.kvCache, o.edits ?? [], !!o.logitColumns, !!o.imageSplice]);
+    const key = JSON.stringify([o.hooks, !!o.finalPositionOnly, o.stopAtLayer ?? null, o.fromLayer ?? null, o.patch?.hooks ?? null, !!o.kvCache, o.edits ?? [], !!o.logitColumns, !!o.imageSplice, !!o.finalRowOnly]);
     // Block sessions (patching runs one per block, in turn) must not spin: a finished session's
     // spinning threads starve the next one's on two cores (measured: blocks ~5× slower).
     // Whole-model sessions keep ORT's default, which is faster for one graph.
@@ -195,8 +195,16 @@ export class OnnxForward {
    * one session serves the base run and every patched run of every position-resolved component.
    * No hook outputs: each costs a copy per run (measured: five made the grid 1.6× slower).
    */
-  private blockVariant(l: number, pointSuffixes: readonly string[], edits: readonly DirectionEdit[]): LmGraphOptions & { patch: { hooks: string[] } } {
-    return withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: pointSuffixes.map((p) => `blocks.${l}.${p}`) } }, editsIn(edits, l));
+  private blockVariant(l: number, pointSuffixes: readonly string[], edits: readonly DirectionEdit[], finalRowOnly = false): LmGraphOptions & { patch: { hooks: string[] } } {
+    return withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: pointSuffixes.map((p) => `blocks.${l}.${p}`) }, ...(finalRowOnly ? { finalRowOnly } : {}) }, editsIn(edits, l));
+  }
+
+  /**
+   * Whether a patched run's block l may carry only the final position past its keys/values: the
+   * last block, when neither the patch nor an edit sits in it (their masks span every position).
+   */
+  private finalRowBlock(l: number, patchLayer: number, edits: readonly DirectionEdit[]): boolean {
+    return l === this.model.cfg.nLayers - 1 && l !== patchLayer && editsIn(edits, l).length === 0;
   }
 
   private idlePatch(points: number): Record<string, HostTensor> {
@@ -250,8 +258,10 @@ export class OnnxForward {
     const L = this.model.cfg.nLayers;
     const common = this.stepFeeds(tokens, from);
     let resid = residPre;
+    let finalRow = false;
     for (let l = layer; l < L; l++) {
-      const o = this.blockVariant(l, pointSuffixes, edits);
+      finalRow = this.finalRowBlock(l, layer, edits);
+      const o = this.blockVariant(l, pointSuffixes, edits, finalRow);
       const points = o.patch.hooks;
       const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v, ...this.idlePatch(points.length), ...editFeeds(editsIn(edits, l), tokens.seqLen, from) };
       if (l === layer) {
@@ -262,7 +272,7 @@ export class OnnxForward {
       }
       resid = (await this.runGraph(o, extra, common)).get('resid_out')!;
     }
-    return this.head(resid, common, columns);
+    return this.head(resid, common, columns, finalRow);
   }
 
   /**
@@ -270,10 +280,13 @@ export class OnnxForward {
    * `columns`, the logits of those token ids only [b, 1, C] (W_U's columns as inputs: no
    * vocabulary-sized session to build).
    */
-  private async head(resid: HostTensor, common: ReturnType<OnnxForward['stepFeeds']>, columns?: readonly number[]): Promise<HostTensor> {
+  private async head(resid: HostTensor, common: ReturnType<OnnxForward['stepFeeds']>, columns?: readonly number[], finalRowOnly = false): Promise<HostTensor> {
     const L = this.model.cfg.nLayers;
-    if (!columns) return (await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, { resid_in: resid }, common)).get('logits')!;
-    const res = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true, logitColumns: true }, { resid_in: resid, ...this.unembedColumns(columns) }, common);
+    // A residual already cut to the final position [b, 1, d] is its own last row.
+    const b = resid.shape[0];
+    const rows: Record<string, HostTensor> = finalRowOnly ? { resid_in: resid, last_onehot: { data: new Float32Array(b).fill(1), shape: [b, 1, 1] } } : { resid_in: resid };
+    if (!columns) return (await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true }, rows, common)).get('logits')!;
+    const res = await this.runGraph({ hooks: [], fromLayer: L, finalPositionOnly: true, logitColumns: true }, { ...rows, ...this.unembedColumns(columns) }, common);
     return res.get('logits')!;
   }
 
@@ -319,9 +332,11 @@ export class OnnxForward {
     const L = this.model.cfg.nLayers;
     const common = this.commonFeeds(tokens);
     let resid = residPre;
+    let finalRow = false;
     for (let l = layer; l < L; l++) {
+      finalRow = this.finalRowBlock(l, layer, edits);
       const extra: Record<string, HostTensor> = { resid_in: resid, ...editFeeds(editsIn(edits, l), tokens.seqLen) };
-      const o: LmGraphOptions = withEdits({ hooks: [], fromLayer: l, stopAtLayer: l }, editsIn(edits, l));
+      const o: LmGraphOptions = withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, ...(finalRow ? { finalRowOnly: true } : {}) }, editsIn(edits, l));
       if (l === layer) {
         o.patch = { hooks: [patch.hook] };
         extra.patch_mask_0 = patch.mask;
@@ -329,7 +344,7 @@ export class OnnxForward {
       }
       resid = (await this.runGraph(o, extra, common)).get('resid_out')!;
     }
-    return this.head(resid, common, columns);
+    return this.head(resid, common, columns, finalRow);
   }
 
   /**

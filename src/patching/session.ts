@@ -17,6 +17,7 @@ import { repeatKvHeads } from '../models/components.js';
 import { maskBias, type TokenBatch } from '../models/transformer.js';
 import { finalRow, metricPerPrompt, type MetricKind, type MetricTargets } from './metrics.js';
 import { commonLength, type PromptPair } from './pairs.js';
+import { positionGroups } from './position-groups.js';
 import { componentStack, componentHook, gridShape, isPositionResolved, nest, perPromptShape, POSITION_RESOLVED_SUFFIXES, type ComponentStack } from './sites.js';
 import { concatImages, repeatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Component, Method, PatchingGrid } from './types.js';
@@ -321,9 +322,10 @@ export class PatchingSession {
   }
 
   /**
-   * Position-resolved sites on onnxruntime: a chunk holds the sites of up to POSITION_GROUP
-   * neighbouring positions of one layer, and runs only positions from the first of them on, with
-   * the base run's keys/values for the earlier ones (unchanged by causality).
+   * Position-resolved sites on onnxruntime: a chunk holds the sites of a group of neighbouring
+   * positions of one layer (positionGroups weighs fewer tokens against fewer calls) and runs only
+   * positions from the first of them on, with the base run's keys/values for the earlier ones
+   * (unchanged by causality).
    */
   private async activationScoresOnnxSuffix(stack: ComponentStack, onnx: OnnxForward): Promise<number[]> {
     const { cfg, def } = stack;
@@ -362,14 +364,12 @@ export class PatchingSession {
       for (let s2 = 1; s2 < S; s2++) out.copyWithin(s2 * one, 0, one);
       return out;
     };
-    const sitesPerForward = Math.max(perPos, Math.floor((this.opts.maxBatchTokens ?? 1024) / (T * N)));
-    const group = Math.max(1, Math.min(T, Math.floor(sitesPerForward / perPos)));
+    const groups = positionGroups(T, perPos * N, this.opts.maxBatchTokens ?? 1024);
     const repeated = new Map<number, MetricTargets>();
     const out: number[] = [];
     try {
       for (let layer = 0; layer < L; layer++) {
-        for (let p0 = 0; p0 < T; p0 += group) {
-          const p1 = Math.min(T, p0 + group);
+        for (const { from: p0, to: p1 } of groups) {
           const S = (p1 - p0) * perPos;
           const Tn = T - p0;
           const mask = new Float32Array(S * N * Tn * maskInner);
