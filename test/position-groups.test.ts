@@ -39,6 +39,6 @@ describe('positionGroups (suffix patching chunks)', () => {
   it('keeps a group within the token budget unless one position alone exceeds it', () => {
     const groups = positionGroups(15, 4, 100, 1e6);
     for (const g of groups) expect((g.to - g.from) * 4 * (15 - g.from) <= 100 || g.to - g.from === 1).toBe(true);
-    expect(positionGroups(15, 4, 100, 1e6)[0]).toEqual({ from: 0, to: 1 }); // 4 × 15 rows alone: 60
+    expect(groups[0]).toEqual({ from: 0, to: 1 }); // 4 × 15 rows alone: 60
   });
 });

@@ -39,7 +39,7 @@ export interface BlockInputs {
 }
 
 /** Row `onehot` of x along `axis` (x·onehot summed over the axis, keepdims): exact for finite x. */
-function selectRow(g: GraphBuilder, x: string, onehot: string, axis: number, rank: number): string {
+export function selectRow(g: GraphBuilder, x: string, onehot: string, axis: number, rank: number): string {
   const shape = [0, 0, 0, 0].slice(0, rank).map((_, i) => (i === 0 ? 0 : i === axis ? -1 : 1));
   const oh = g.reshape(onehot, shape);
   return g.op('ReduceSum', [g.mul(x, oh), g.constant([axis], [1], 'int64')], { keepdims: 1 });

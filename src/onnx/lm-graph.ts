@@ -16,7 +16,7 @@
 import { fail } from '../errors.js';
 import type { HookedModel } from '../hooks/hooked-model.js';
 import type { ModelConfig } from '../models/config.js';
-import { emitBlocks, emitLinear, emitNorm, isVisionStageHook, modelWeights, type StageEmitter } from './block-graph.js';
+import { emitBlocks, emitLinear, emitNorm, isVisionStageHook, modelWeights, selectRow, type StageEmitter } from './block-graph.js';
 import { FLOAT, GraphBuilder, INT64, type EmittedGraph } from './graph-builder.js';
 
 export interface LmGraphOptions {
@@ -161,7 +161,7 @@ export function lmGraph(model: HookedModel, opts: LmGraphOptions, maxEmbeddedByt
     g.output('resid_out', resid);
     outputs.push('resid_out');
   } else {
-    if (opts.finalPositionOnly && !finalRow) resid = g.op('ReduceSum', [g.mul(resid, 'last_onehot'), g.constant([1], [1], 'int64')], { keepdims: 1 });
+    if (opts.finalPositionOnly && !finalRow) resid = selectRow(g, resid, 'last_onehot', 1, 3);
     const final = emitNorm(s, resid, 'ln_final');
     if (opts.logitColumns) {
       inputs.push(g.input('unembed_cols', FLOAT, [d, 'cols']), g.input('unembed_bias', FLOAT, ['cols']));

@@ -196,15 +196,17 @@ export class OnnxForward {
    * No hook outputs: each costs a copy per run (measured: five made the grid 1.6× slower).
    */
   private blockVariant(l: number, pointSuffixes: readonly string[], edits: readonly DirectionEdit[], finalRowOnly = false): LmGraphOptions & { patch: { hooks: string[] } } {
-    return withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: pointSuffixes.map((p) => `blocks.${l}.${p}`) }, ...(finalRowOnly ? { finalRowOnly } : {}) }, editsIn(edits, l));
+    return withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, kvCache: true, patch: { hooks: pointSuffixes.map((p) => `blocks.${l}.${p}`) }, finalRowOnly }, editsIn(edits, l));
   }
 
   /**
-   * Whether a patched run's block l may carry only the final position past its keys/values: the
-   * last block, when neither the patch nor an edit sits in it (their masks span every position).
+   * Whether a run patched at `patchLayer` may carry only the final position through the last block
+   * past its keys/values: when neither the patch nor an edit sits in it (their masks span every
+   * position).
    */
-  private finalRowBlock(l: number, patchLayer: number, edits: readonly DirectionEdit[]): boolean {
-    return l === this.model.cfg.nLayers - 1 && l !== patchLayer && editsIn(edits, l).length === 0;
+  private lastBlockFinalRow(patchLayer: number, edits: readonly DirectionEdit[]): boolean {
+    const last = this.model.cfg.nLayers - 1;
+    return patchLayer !== last && editsIn(edits, last).length === 0;
   }
 
   private idlePatch(points: number): Record<string, HostTensor> {
@@ -258,10 +260,9 @@ export class OnnxForward {
     const L = this.model.cfg.nLayers;
     const common = this.stepFeeds(tokens, from);
     let resid = residPre;
-    let finalRow = false;
+    const finalRow = this.lastBlockFinalRow(layer, edits);
     for (let l = layer; l < L; l++) {
-      finalRow = this.finalRowBlock(l, layer, edits);
-      const o = this.blockVariant(l, pointSuffixes, edits, finalRow);
+      const o = this.blockVariant(l, pointSuffixes, edits, finalRow && l === L - 1);
       const points = o.patch.hooks;
       const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v, ...this.idlePatch(points.length), ...editFeeds(editsIn(edits, l), tokens.seqLen, from) };
       if (l === layer) {
@@ -332,11 +333,10 @@ export class OnnxForward {
     const L = this.model.cfg.nLayers;
     const common = this.commonFeeds(tokens);
     let resid = residPre;
-    let finalRow = false;
+    const finalRow = this.lastBlockFinalRow(layer, edits);
     for (let l = layer; l < L; l++) {
-      finalRow = this.finalRowBlock(l, layer, edits);
       const extra: Record<string, HostTensor> = { resid_in: resid, ...editFeeds(editsIn(edits, l), tokens.seqLen) };
-      const o: LmGraphOptions = withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, ...(finalRow ? { finalRowOnly: true } : {}) }, editsIn(edits, l));
+      const o: LmGraphOptions = withEdits({ hooks: [], fromLayer: l, stopAtLayer: l, finalRowOnly: finalRow && l === L - 1 }, editsIn(edits, l));
       if (l === layer) {
         o.patch = { hooks: [patch.hook] };
         extra.patch_mask_0 = patch.mask;
