@@ -182,6 +182,20 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
       const b = plain.grid(component, 'activation').scores.flat(3) as number[];
       expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), component).toBeLessThan(1e-4);
     }
+    // A budget of one token-row: one position a group and one layer a call (no merged runs).
+    const single = new PatchingSession(model, [pair], { onnx, maxBatchTokens: 1 });
+    const got = ((await single.gridAsync('resid_pre', 'activation')).scores as number[][]).flat();
+    expect(Math.max(...got.map((v, i) => Math.abs(v - pref.grids.resid_pre.activation[i])))).toBeLessThan(1e-4);
+    single.dispose();
+    // Two different pairs (rows of several prompts in each merged run), against tfjs.
+    const pairs = [pair, { clean: pref.corrupt, corrupt: pref.clean, answer: pref.wrong, wrong: pref.answer }];
+    const twoOnnx = new PatchingSession(model, pairs, { onnx });
+    const twoTfjs = new PatchingSession(model, pairs);
+    const a2 = ((await twoOnnx.gridAsync('attn_out', 'activation')).scores as number[][]).flat();
+    const b2 = (twoTfjs.grid('attn_out', 'activation').scores as number[][]).flat();
+    expect(Math.max(...a2.map((v, i) => Math.abs(v - b2[i])))).toBeLessThan(1e-4);
+    twoOnnx.dispose();
+    twoTfjs.dispose();
     const before = tf.memory().numTensors;
     await session.gridAsync('mlp_out', 'activation');
     expect(tf.memory().numTensors).toBe(before);

@@ -71,6 +71,50 @@ function editFeeds(edits: readonly DirectionEdit[], T: number, from = 0): Record
   return feeds;
 }
 
+/** A patched run for runPatchedSuffix: joins at block `layer` with its residual and patch. */
+export interface PatchedRun {
+  layer: number;
+  residPre: HostTensor;
+  patch: { hook: string; mask: HostTensor; src: HostTensor };
+}
+
+/** Rows [b, ...] stacked along the first axis. */
+function concatRows(parts: readonly HostTensor[]): HostTensor {
+  if (parts.length === 1) return parts[0];
+  const data = new Float32Array(parts.reduce((n, p) => n + p.data.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    data.set(p.data, at);
+    at += p.data.length;
+  }
+  return { data, shape: [parts.reduce((n, p) => n + p.shape[0], 0), ...parts[0].shape.slice(1)] };
+}
+
+/** x [b, ...] repeated k times along the first axis. */
+function tileRows(x: HostTensor, k: number): HostTensor {
+  if (k === 1) return x;
+  const data = new Float32Array(x.data.length * k);
+  for (let i = 0; i < k; i++) data.set(x.data, i * x.data.length);
+  return { data, shape: [x.shape[0] * k, ...x.shape.slice(1)] };
+}
+
+/** Rows a..b−1 of x [n, ...]. */
+function sliceRows(x: HostTensor, a: number, b: number): HostTensor {
+  const per = x.data.length / x.shape[0];
+  return { data: x.data.slice(a * per, b * per), shape: [b - a, ...x.shape.slice(1)] };
+}
+
+/** A token batch repeated k times (row r of copy i is row r). */
+function tileBatch(tokens: TokenBatch, k: number): TokenBatch {
+  if (k === 1) return tokens;
+  const tile = (a: Int32Array) => {
+    const o = new Int32Array(a.length * k);
+    for (let i = 0; i < k; i++) o.set(a, i * a.length);
+    return o;
+  };
+  return { ...tokens, ids: tile(tokens.ids), mask: tile(tokens.mask), batch: tokens.batch * k };
+}
+
 export class OnnxForward {
   private readonly sessions = new Map<string, Promise<{ session: OrtSession; inputs: string[]; outputs: string[] }>>();
 
@@ -248,32 +292,91 @@ export class OnnxForward {
   }
 
   /**
-   * runPatched for a patch at positions ≥ `from` only: by causality the earlier positions are the
+   * runPatched for patches at positions ≥ `from` only: by causality the earlier positions are the
    * base run's at every layer, so each block runs just positions from.. with the base run's keys
    * and values of the earlier ones (`past[l]`: k [b, K, dh, from], v [b, K, from, dh]) — about
-   * half the work of patching at position p on average. `residPre` and the patch cover positions
-   * from.. only. `pointSuffixes` are the block hooks (suffixes of blocks.{l}.) each block session
-   * takes a patch at, so that one session per block serves every such component. Returns
-   * final-position logits [b, 1, vocab] (or [b, 1, C] of the token ids `columns`).
+   * half the work of patching at position p on average.
+   *
+   * `runs` are patched runs of the same `tokens` (b rows each) at ascending layers; a run joins the
+   * batch at its layer's block, where its `residPre` (positions from.. only) enters with its patch,
+   * and rows that joined earlier pass through with the patch idle. So a set of runs costs one call
+   * per block rather than one per (run, block). `pointSuffixes` are the block hooks (suffixes of
+   * blocks.{l}.) each block session takes a patch at, so that one session per block serves every
+   * such component. Returns each run's final-position logits [b, 1, vocab] (or [b, 1, C] of the
+   * token ids `columns`).
    */
-  async runPatchedSuffix(tokens: TokenBatch, layer: number, from: number, residPre: HostTensor, past: readonly { k: HostTensor; v: HostTensor }[], patch: { hook: string; mask: HostTensor; src: HostTensor }, pointSuffixes: readonly string[], columns?: readonly number[], edits: readonly DirectionEdit[] = []): Promise<HostTensor> {
+  async runPatchedSuffix(tokens: TokenBatch, from: number, runs: readonly PatchedRun[], past: readonly { k: HostTensor; v: HostTensor }[], pointSuffixes: readonly string[], columns?: readonly number[], edits: readonly DirectionEdit[] = []): Promise<HostTensor[]> {
     const L = this.model.cfg.nLayers;
-    const common = this.stepFeeds(tokens, from);
-    let resid = residPre;
-    const finalRow = this.lastBlockFinalRow(layer, edits);
-    for (let l = layer; l < L; l++) {
-      const o = this.blockVariant(l, pointSuffixes, edits, finalRow && l === L - 1);
-      const points = o.patch.hooks;
-      const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: past[l].k, [`past_v_${l}`]: past[l].v, ...this.idlePatch(points.length), ...editFeeds(editsIn(edits, l), tokens.seqLen, from) };
-      if (l === layer) {
-        const i = points.indexOf(patch.hook);
-        if (i < 0) fail(`onnx backend: ${patch.hook} is not a position-resolved patch point`);
-        extra[`patch_mask_${i}`] = patch.mask;
-        extra[`patch_src_${i}`] = patch.src;
+    const last = L - 1;
+    if (runs.length === 0) fail('onnx backend: runPatchedSuffix needs at least one patched run');
+    for (let i = 1; i < runs.length; i++) if (runs[i].layer < runs[i - 1].layer) fail('onnx backend: patched runs must come in ascending layer order');
+    const points = new Set(pointSuffixes);
+    for (const r of runs) if (!points.has(r.patch.hook.slice(`blocks.${r.layer}.`.length))) fail(`onnx backend: ${r.patch.hook} is not a position-resolved patch point`);
+    const b = tokens.batch;
+    // Step feeds for the first k runs' rows together (the same rows tiled k times).
+    const feedsFor = new Map<number, ReturnType<OnnxForward['stepFeeds']>>();
+    const common = (k: number) => {
+      let f = feedsFor.get(k);
+      if (!f) feedsFor.set(k, (f = this.stepFeeds(tileBatch(tokens, k), from)));
+      return f;
+    };
+    // The last block carries only the final position of rows patched before it (past its keys
+    // and values), when no edit sits in it; rows patched in it need all its positions.
+    const trimLast = editsIn(edits, last).length === 0;
+    const rowsOf = (x: HostTensor) => Array.from({ length: x.shape[0] / b }, (_, r) => sliceRows(x, r * b, (r + 1) * b));
+    let resid: HostTensor | null = null;
+    let k = 0;
+    for (let l = runs[0].layer; ; l++) {
+      let j = k;
+      while (j < runs.length && runs[j].layer === l) j++;
+      const entering = runs.slice(k, j);
+      if (l < last || !trimLast) {
+        resid = await this.blockCall(l, pointSuffixes, edits, false, entering, resid, k, b, past[l], tokens.seqLen, from, common(j));
+        k = j;
+        if (l === last) return rowsOf(await this.head(resid, common(k), columns, false));
+        continue;
       }
-      resid = (await this.runGraph(o, extra, common)).get('resid_out')!;
+      // The trimmed last block: rows that joined earlier, then (in their own call) rows patched here.
+      const out: HostTensor[] = [];
+      if (k > 0) {
+        const x = await this.blockCall(l, pointSuffixes, edits, true, [], resid, k, b, past[l], tokens.seqLen, from, common(k));
+        out.push(...rowsOf(await this.head(x, common(k), columns, true)));
+      }
+      if (entering.length) {
+        const x = await this.blockCall(l, pointSuffixes, edits, false, entering, null, 0, b, past[l], tokens.seqLen, from, common(entering.length));
+        out.push(...rowsOf(await this.head(x, common(entering.length), columns, false)));
+      }
+      return out;
     }
-    return this.head(resid, common, columns, finalRow);
+  }
+
+  /**
+   * One block over the rows so far (`carried`, k0 runs of b rows, patch idle) and the runs that
+   * enter at this block (their residPre and patch): the block's resid_out for all of them.
+   */
+  private async blockCall(l: number, pointSuffixes: readonly string[], edits: readonly DirectionEdit[], finalRowOnly: boolean, entering: readonly PatchedRun[], carried: HostTensor | null, k0: number, b: number, past: { k: HostTensor; v: HostTensor }, T: number, from: number, common: ReturnType<OnnxForward['stepFeeds']>): Promise<HostTensor> {
+    const o = this.blockVariant(l, pointSuffixes, edits, finalRowOnly);
+    const points = o.patch.hooks;
+    const k = k0 + entering.length;
+    const resid = carried && entering.length === 0 ? carried : concatRows([...(carried ? [carried] : []), ...entering.map((r) => r.residPre)]);
+    const extra: Record<string, HostTensor> = { resid_in: resid, [`past_k_${l}`]: tileRows(past.k, k), [`past_v_${l}`]: tileRows(past.v, k), ...this.idlePatch(points.length), ...editFeeds(editsIn(edits, l), T, from) };
+    points.forEach((point, i) => {
+      const at = entering.filter((r) => r.patch.hook === point);
+      if (at.length === 0) return;
+      // Rows without this patch get mask 0 (their src is ignored, zeros).
+      const parts = (pick: (r: PatchedRun) => HostTensor) => {
+        const one = pick(at[0]);
+        const per = one.data.length / b;
+        const data = new Float32Array(k * b * per);
+        entering.forEach((r, j) => {
+          if (r.patch.hook === point) data.set(pick(r).data, (k0 + j) * b * per);
+        });
+        return { data, shape: [k * b, ...one.shape.slice(1)] };
+      };
+      extra[`patch_mask_${i}`] = parts((r) => r.patch.mask);
+      extra[`patch_src_${i}`] = parts((r) => r.patch.src);
+    });
+    return (await this.runGraph(o, extra, common)).get('resid_out')!;
   }
 
   /**

@@ -17,11 +17,11 @@ import { repeatKvHeads } from '../models/components.js';
 import { maskBias, type TokenBatch } from '../models/transformer.js';
 import { finalRow, metricPerPrompt, type MetricKind, type MetricTargets } from './metrics.js';
 import { commonLength, type PromptPair } from './pairs.js';
-import { positionGroups } from './position-groups.js';
+import { CALL_COST_TOKENS, positionGroups } from './position-groups.js';
 import { componentStack, componentHook, gridShape, isPositionResolved, nest, perPromptShape, POSITION_RESOLVED_SUFFIXES, type ComponentStack } from './sites.js';
 import { concatImages, repeatImages, type ImageBatch } from '../models/image-batch.js';
 import type { Component, Method, PatchingGrid } from './types.js';
-import type { OnnxForward } from '../onnx/onnx-forward.js';
+import type { OnnxForward, PatchedRun } from '../onnx/onnx-forward.js';
 import { editHook, type DirectionEdit } from '../probing/steer.js';
 
 export type Direction = 'denoising' | 'noising';
@@ -323,9 +323,10 @@ export class PatchingSession {
 
   /**
    * Position-resolved sites on onnxruntime: a chunk holds the sites of a group of neighbouring
-   * positions of one layer (positionGroups weighs fewer tokens against fewer calls) and runs only
-   * positions from the first of them on, with the base run's keys/values for the earlier ones
-   * (unchanged by causality).
+   * positions (positionGroups weighs fewer tokens against fewer calls) at every layer, and runs
+   * only positions from the first of them on, with the base run's keys/values for the earlier
+   * ones (unchanged by causality). The runs patched at layer ℓ join the batch at block ℓ, so a
+   * group costs one session call per block.
    */
   private async activationScoresOnnxSuffix(stack: ComponentStack, onnx: OnnxForward): Promise<number[]> {
     const { cfg, def } = stack;
@@ -364,36 +365,49 @@ export class PatchingSession {
       for (let s2 = 1; s2 < S; s2++) out.copyWithin(s2 * one, 0, one);
       return out;
     };
-    const groups = positionGroups(T, perPos * N, this.opts.maxBatchTokens ?? 1024);
+    // One call per block serves a position group at every layer (runs join at their layer), so a
+    // group's fixed cost is ~L + 1 calls against L(L+1)/2 blocks of row work: per block of work,
+    // 2/L of a call. Forward-only batches carry no autodiff tape: 8× the tfjs token budget.
+    const budget = 8 * (this.opts.maxBatchTokens ?? 1024);
+    const groups = positionGroups(T, perPos * N, budget, (2 * CALL_COST_TOKENS) / L);
     const repeated = new Map<number, MetricTargets>();
-    const out: number[] = [];
+    const out = new Array<number>(L * perLayer);
+    let done = 0;
     try {
-      for (let layer = 0; layer < L; layer++) {
-        for (const { from: p0, to: p1 } of groups) {
-          const S = (p1 - p0) * perPos;
-          const Tn = T - p0;
-          const mask = new Float32Array(S * N * Tn * maskInner);
-          for (let s2 = 0; s2 < S; s2++) {
-            const site = p0 * perPos + s2;
-            const pos = Math.floor(site / perPos);
-            const offset = maskOffset(site, siteDims, def.siteAxes, maskShapeFull) - pos * maskInner + (pos - p0) * maskInner;
-            for (let n = 0; n < N; n++) mask[(s2 * N + n) * Tn * maskInner + offset] = 1;
-          }
-          const rows = padBatch(Array.from({ length: S * N }, (_, r) => this.basePrompt(r % N)));
-          const past = Array.from({ length: L }, (_, l) => ({
-            k: { data: pastOf(base.keys[l].data, p0, S, true), shape: [S * N, K, dh, p0] },
-            v: { data: pastOf(base.values[l].data, p0, S, false), shape: [S * N, K, p0, dh] },
-          }));
-          const logits = await onnx.runPatchedSuffix(rows, layer, p0, { data: cut(base.residPre[layer].data, d, p0, T, S), shape: [S * N, Tn, d] }, past, {
-            hook: componentHook(stack, layer),
-            mask: { data: mask, shape: [S * N, Tn, ...maskShapeFull.slice(1)] },
-            src: { data: cut(src[layer], inner, p0, T, S), shape: [S * N, Tn, ...shape.slice(1)] },
-          }, POSITION_RESOLVED_SUFFIXES, head.columns, edits);
+      for (const { from: p0, to: p1 } of groups) {
+        const S = (p1 - p0) * perPos;
+        const Tn = T - p0;
+        const rows = padBatch(Array.from({ length: S * N }, (_, r) => this.basePrompt(r % N)));
+        const past = Array.from({ length: L }, (_, l) => ({
+          k: { data: pastOf(base.keys[l].data, p0, S, true), shape: [S * N, K, dh, p0] },
+          v: { data: pastOf(base.values[l].data, p0, S, false), shape: [S * N, K, p0, dh] },
+        }));
+        const mask = new Float32Array(S * N * Tn * maskInner);
+        for (let s2 = 0; s2 < S; s2++) {
+          const site = p0 * perPos + s2;
+          const pos = Math.floor(site / perPos);
+          const offset = maskOffset(site, siteDims, def.siteAxes, maskShapeFull) - pos * maskInner + (pos - p0) * maskInner;
+          for (let n = 0; n < N; n++) mask[(s2 * N + n) * Tn * maskInner + offset] = 1;
+        }
+        const run = (layer: number): PatchedRun => ({
+          layer,
+          residPre: { data: cut(base.residPre[layer].data, d, p0, T, S), shape: [S * N, Tn, d] },
+          patch: { hook: componentHook(stack, layer), mask: { data: mask, shape: [S * N, Tn, ...maskShapeFull.slice(1)] }, src: { data: cut(src[layer], inner, p0, T, S), shape: [S * N, Tn, ...shape.slice(1)] } },
+        });
+        // Layers in chunks that keep the merged batch within the budget.
+        const chunk = Math.max(1, Math.floor(budget / (S * N * Tn)));
+        for (let l0 = 0; l0 < L; l0 += chunk) {
+          const layers = Array.from({ length: Math.min(chunk, L - l0) }, (_, i) => l0 + i);
+          const logits = await onnx.runPatchedSuffix(rows, p0, layers.map(run), past, POSITION_RESOLVED_SUFFIXES, head.columns, edits);
           const targets = this.repeatTargets(S, repeated, head.targets);
-          const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits.data, [S * N, logits.shape[2]]), targets).reshape([S, N]), 1));
-          out.push(...values.dataSync());
-          values.dispose();
-          this.opts.onProgress?.(out.length, L * perLayer);
+          layers.forEach((layer, i) => {
+            const values = tf.tidy(() => tf.mean(metricPerPrompt(this.metric, tf.tensor2d(logits[i].data, [S * N, logits[i].shape[2]]), targets).reshape([S, N]), 1));
+            const v = values.dataSync();
+            for (let s2 = 0; s2 < S; s2++) out[layer * perLayer + p0 * perPos + s2] = v[s2];
+            values.dispose();
+          });
+          done += layers.length * S;
+          this.opts.onProgress?.(done, L * perLayer);
         }
       }
     } finally {
