@@ -34,6 +34,8 @@ export interface IoiPrompt {
   io: string;
   s: string;
   corruptName: string;
+  /** The distractor name of a template with [D]. */
+  distractor?: string;
   place: string;
   object: string;
 }
@@ -230,13 +232,15 @@ export function splitHeldOut(opts: {
 // Templates
 
 const PLACEHOLDER = /\[([A-Z]+)\]/g;
-const KNOWN = new Set(['A', 'B', 'PLACE', 'OBJECT']);
+const KNOWN = new Set(['A', 'B', 'D', 'PLACE', 'OBJECT']);
 
 interface ParsedTemplate {
   template: string;
   kind: IoiKind;
   usesPlace: boolean;
   usesObject: boolean;
+  /** A distractor name [D]: a fourth person, neither IO nor S (often the most recent name). */
+  usesDistractor: boolean;
 }
 
 /** 'BABA' when S is named first in the template, 'ABBA' when IO is. */
@@ -248,21 +252,23 @@ function parseTemplate(template: string): ParsedTemplate {
   let a = 0;
   let b = 0;
   for (const m of template.matchAll(PLACEHOLDER)) {
-    if (!KNOWN.has(m[1]!)) fail(`ioi: unknown placeholder [${m[1]}] in template ${JSON.stringify(template)} (use [A], [B], [PLACE], [OBJECT])`);
+    if (!KNOWN.has(m[1]!)) fail(`ioi: unknown placeholder [${m[1]}] in template ${JSON.stringify(template)} (use [A], [B], [D], [PLACE], [OBJECT])`);
     if (m[1] === 'A') a++;
     if (m[1] === 'B') b++;
   }
+  if ((template.match(/\[D\]/g) ?? []).length > 1) fail(`ioi: a template has at most one distractor [D]: ${JSON.stringify(template)}`);
   if (a !== 1 || b !== 2) fail(`ioi: a template needs [A] (IO) once and [B] (S) twice, got ${a}× [A] and ${b}× [B]: ${JSON.stringify(template)}`);
   return {
     template,
     kind: template.indexOf('[A]') < template.indexOf('[B]') ? 'ABBA' : 'BABA',
     usesPlace: template.includes('[PLACE]'),
     usesObject: template.includes('[OBJECT]'),
+    usesDistractor: template.includes('[D]'),
   };
 }
 
 /** Fill one template: clean and corrupt (S2 → c) in one pass. */
-export function fillTemplate(template: string, f: { io: string; s: string; c: string; place: string; object: string }): { clean: string; corrupt: string } {
+export function fillTemplate(template: string, f: { io: string; s: string; c: string; place: string; object: string; d?: string }): { clean: string; corrupt: string } {
   let bSeen = 0;
   let clean = '';
   let corrupt = '';
@@ -281,6 +287,11 @@ export function fillTemplate(template: string, f: { io: string; s: string; c: st
         bSeen++;
         clean += f.s;
         corrupt += bSeen === 2 ? f.c : f.s;
+        break;
+      case 'D':
+        if (!f.d) fail(`ioi: template ${JSON.stringify(template)} needs a distractor name [D]`);
+        clean += f.d;
+        corrupt += f.d;
         break;
       case 'PLACE':
         clean += f.place;
@@ -438,8 +449,16 @@ export function generateIoiPrompts(opts: IoiOptions): IoiPrompt[] {
     const c = names[d.c]!;
     const place = tp.usesPlace ? places[d.place]! : '';
     const object = tp.usesObject ? objects[d.object]! : '';
-    const { clean, corrupt } = fillTemplate(tp.template, { io, s, c, place, object });
-    return { template: tp.template, kind: tp.kind, clean, corrupt, answer: ' ' + io, wrong: ' ' + s, io, s, corruptName: c, place, object };
+    // The distractor: a fourth name, a function of the draw (so enumeration stays repeat-free).
+    let distractor: string | undefined;
+    if (tp.usesDistractor) {
+      if (N < 4) fail(`ioi: template ${JSON.stringify(tp.template)} needs 4 distinct names (IO, S, the corrupting name, the distractor)`);
+      let j = (d.io * 31 + d.s * 17 + d.c * 7 + d.place * 3 + d.object) % N;
+      while (j === d.io || j === d.s || j === d.c) j = (j + 1) % N;
+      distractor = names[j]!;
+    }
+    const { clean, corrupt } = fillTemplate(tp.template, { io, s, c, place, object, d: distractor });
+    return { template: tp.template, kind: tp.kind, clean, corrupt, answer: ' ' + io, wrong: ' ' + s, io, s, corruptName: c, place, object, ...(distractor ? { distractor } : {}) };
   };
   /** Token length of a usable prompt, or null (0 without a tokenizer). */
   const usableLength = (p: IoiPrompt): number | null => {

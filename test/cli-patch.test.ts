@@ -173,6 +173,11 @@ const BAD_CASES: BadCase[] = [
     expect: ["'Foo'", 'rule'],
   },
   {
+    name: 'two rules for attention (AH and AttnHalf)',
+    setup: (_in, out) => ['patch', '--model', GPT2, ...SHORT, '--component', 'mlp_out', '--method', 'relp', '--rules', 'LN,AH,AttnHalf', '--out', out],
+    expect: ['AH', 'AttnHalf'],
+  },
+  {
     name: '--rules with --method atp',
     setup: (_in, out) => ['patch', '--model', GPT2, ...SHORT, '--component', 'mlp_out', '--method', 'atp', '--rules', 'LN', '--out', out],
     expect: ['--rules', 'relp'],
@@ -334,6 +339,23 @@ describe.concurrent('hooklens patch', () => {
     expect(Math.abs(res.ld_clean - ref.ld_clean)).toBeLessThanOrEqual(TOL);
     expect(Math.abs(res.ld_corrupt - ref.ld_corrupt)).toBeLessThanOrEqual(TOL);
     expect(maxScaledDiff(flat, ref.grids.resid_pre.activation), 'resid_pre activation grid').toBeLessThanOrEqual(TOL);
+  });
+
+  it('relp on tiny-llama (bias-free) with LN,Identity,Half,AH: --out and --report show conservation 1', { timeout: SPAWN_TEST_TIMEOUT }, async () => {
+    const ref = patchingOf(llamaRef);
+    const dir = caseDir('llama-conservation');
+    const out = path.join(dir, 'o.json');
+    const report = path.join(dir, 'R.html');
+    const r = await cli(['patch', '--model', LLAMA, ...tokenArgs(ref), '--component', 'mlp_out', '--method', 'relp', '--rules', 'LN,Identity,Half,AH', '--out', out, '--report', report], dir);
+    expectSuccess(r);
+    const res = readOut(out) as PatchOut & { conservation: { input: number; perCut: { hook: string; ratio: number }[] } };
+    checkContract(res, 'mlp_out', 'relp');
+    expect(res.rules).toEqual(['LN', 'Identity', 'Half', 'AH']);
+    expect(Math.abs(res.conservation.input - 1)).toBeLessThan(1e-4);
+    expect(res.conservation.perCut).toHaveLength(4);
+    const html = fs.readFileSync(report, 'utf8');
+    expect(html).toContain('RelP relevance conservation');
+    expect(html).toMatch(/<tr><td>LN, Identity, Half, AH<\/td><td class="num">-?\d+\.\d+<\/td><td class="num">1\.0000<\/td>/);
   });
 
   it('--component q --method atp --qk-fix gives a [n_layers, n_heads] grid', { timeout: SPAWN_TEST_TIMEOUT }, async () => {

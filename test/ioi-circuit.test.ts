@@ -48,7 +48,7 @@ describe('IOI circuit study on the shipped model', () => {
     expect(result.patching.agreement).toHaveLength(8);
     const text = formatAgreementTable(result.patching.agreement);
     expect(text.split('\n')).toHaveLength(2 + 8);
-    expect(text).toMatch(/^component\s+method\s+Pearson\s+Spearman\s+top-k\s+k$/m);
+    expect(text).toMatch(/^component\s+method\s+Pearson\s+Spearman\s+rel. L2\s+slope\s+top-k\s+k$/m);
     expect(phases).toEqual(['evaluate', 'patching', 'roles', 'eap', 'circuit', 'ablation', 'attention']);
   });
 
@@ -137,7 +137,7 @@ describe('IOI circuit study on the shipped model', () => {
     const finite = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
     for (const k of ['accuracy', 'meanLogitDiff', 'ldCorrupt', 'runSeconds', 'totalSeconds']) expect(finite(summary[k]), k).toBe(true);
     expect(summary.agreement).toHaveLength(8);
-    for (const a of summary.agreement) for (const k of ['pearson', 'spearman', 'topKOverlap', 'k']) expect(finite(a[k]), `${a.component}/${a.method} ${k}`).toBe(true);
+    for (const a of summary.agreement) for (const k of ['pearson', 'spearman', 'relL2', 'slope', 'topKOverlap', 'k']) expect(finite(a[k]), `${a.component}/${a.method} ${k}`).toBe(true);
     for (const k of ['fraction', 'normalized', 'ldFull', 'ldCircuit', 'ldAblated', 'size']) expect(finite(summary.circuit.faithfulness[k]), k).toBe(true);
     for (const k of ['ldBefore', 'ldAfter', 'drop', 'fractionKept']) expect(finite(summary.ablation[k]), k).toBe(true);
     expect(summary.circuit.heads.map((h: { id: string }) => h.id)).toEqual(result.circuit.heads.map((h) => h.id));

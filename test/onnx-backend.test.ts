@@ -166,7 +166,7 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
   });
 
   const pref = patchingReference(name);
-  it('resid_pre, attn_out and mlp_out grids equal the reference (≤1e-4); head_out, pattern, head_out_pos and resid_mid equal the tfjs grids', async () => {
+  it('resid_pre, attn_out and mlp_out grids equal the reference (≤1e-4); head_out, pattern, head_out_pos, resid_mid and mlp_post equal the tfjs grids', async () => {
     const pair = { clean: pref.clean, corrupt: pref.corrupt, answer: pref.answer, wrong: pref.wrong };
     // A small batch budget forces several chunks per layer.
     const session = new PatchingSession(model, [pair], { onnx, maxBatchTokens: 4 * pref.clean.length });
@@ -177,7 +177,7 @@ describe.each(MODELS)('%s on onnxruntime', (name) => {
       const got = (grid.scores as number[][]).flat();
       expect(Math.max(...got.map((v, i) => Math.abs(v - want[i]))), component).toBeLessThan(1e-4);
     }
-    for (const component of ['head_out', 'pattern', 'head_out_pos', 'resid_mid'] as const) {
+    for (const component of ['head_out', 'pattern', 'head_out_pos', 'resid_mid', 'mlp_post'] as const) {
       const a = (await session.gridAsync(component, 'activation')).scores.flat(3) as number[];
       const b = plain.grid(component, 'activation').scores.flat(3) as number[];
       expect(Math.max(...a.map((v, i) => Math.abs(v - b[i]))), component).toBeLessThan(1e-4);

@@ -171,3 +171,48 @@ describe('tiny-qwen2: grids are consistent across components, pairs and batching
     s.dispose();
   });
 });
+
+// mlp_post: one MLP neuron at every position. hook_mlp_out is linear in hook_post (W_out, b_out),
+// so per-neuron AtP/RelP scores of a layer add up to that layer's mlp_out scores over positions;
+// a neuron's activation-patching score equals a brute-force run with that neuron's clean value.
+describe.each(['tiny-gpt2', 'tiny-llama'] as const)('%s: per-neuron grids (mlp_post)', (name) => {
+  let model: HookedModel;
+  beforeAll(async () => {
+    model = await loadModel(modelPath(name));
+  });
+  afterAll(() => model?.dispose());
+
+  it('attributions add up to mlp_out over positions (AtP and RelP)', () => {
+    const s = new PatchingSession(model, [refPair(name)]);
+    for (const method of ['atp', 'relp'] as const) {
+      const neurons = s.grid('mlp_post', method);
+      expect(neurons.shape).toEqual([model.cfg.nLayers, model.cfg.dMlp]);
+      const byPos = s.grid('mlp_out', method).scores as number[][];
+      (neurons.scores as number[][]).forEach((row, l) => expect(Math.abs(row.reduce((a, b) => a + b, 0) - byPos[l].reduce((a, b) => a + b, 0)), `${method} layer ${l}`).toBeLessThan(1e-4));
+    }
+    s.dispose();
+  });
+
+  it('activation patching of a neuron equals a brute-force patched run', () => {
+    const pair = refPair(name);
+    const s = new PatchingSession(model, [pair]);
+    const grid = s.grid('mlp_post', 'activation').scores as number[][];
+    const l = model.cfg.nLayers - 1;
+    // The neuron with the largest |score| in the last layer.
+    const j = grid[l].reduce((best, v, i) => (Math.abs(v) > Math.abs(grid[l][best]) ? i : best), 0);
+    const hook = `blocks.${l}.mlp.hook_post`;
+    const { logits: cl, cache } = model.runWithCache([pair.clean], { names: [hook] });
+    const cleanPost = cache.get(hook);
+    const ld = (x: tf.Tensor) => { const v = x.dataSync(); const V = model.cfg.dVocab; const o = (x.shape[1]! - 1) * V; return v[o + pair.answer] - v[o + pair.wrong]; };
+    const patched = model.run([pair.corrupt], {
+      fwdHooks: [[hook, (x) => tf.tidy(() => { const m = tf.oneHot([j], model.cfg.dMlp).reshape([1, 1, model.cfg.dMlp]); return tf.add(tf.mul(x, tf.sub(1, m)), tf.mul(cleanPost, m)); })]],
+    });
+    const base = model.run([pair.corrupt]);
+    const want = (ld(patched) - ld(base)) / (ld(cl) - ld(base));
+    expect(Math.abs(grid[l][j]) ).toBeGreaterThan(1e-3);
+    expect(Math.abs(grid[l][j] - want)).toBeLessThan(1e-4);
+    tf.dispose([cl, patched, base]);
+    cache.dispose();
+    s.dispose();
+  });
+});

@@ -37,10 +37,10 @@ function syntheticData(): PatchingReportData {
     grids.push(grid(component, 'relp', (l, p) => (l === 0 && p === 4 ? 0.9 : -(l * p) / 11)));
   }
   const agreement: Agreement[] = [
-    { component: 'resid_pre', method: 'atp', pearson: 0.98765, spearman: 0.91234, topKOverlap: 0.5, k: 2 },
-    { component: 'resid_pre', method: 'relp', pearson: -0.25, spearman: 1 / 3, topKOverlap: 1, k: 2 },
-    { component: 'attn_out', method: 'atp', pearson: NaN, spearman: NaN, topKOverlap: 0, k: 2 },
-    { component: 'attn_out', method: 'relp', pearson: 0.5, spearman: 0.4, topKOverlap: 2 / 3, k: 3 },
+    { component: 'resid_pre', method: 'atp', pearson: 0.98765, spearman: 0.91234, relL2: 0.25, slope: 0.8, topKOverlap: 0.5, k: 2 },
+    { component: 'resid_pre', method: 'relp', pearson: -0.25, spearman: 1 / 3, relL2: 1.5, slope: -0.1, topKOverlap: 1, k: 2 },
+    { component: 'attn_out', method: 'atp', pearson: NaN, spearman: NaN, relL2: NaN, slope: NaN, topKOverlap: 0, k: 2 },
+    { component: 'attn_out', method: 'relp', pearson: 0.5, spearman: 0.4, relL2: 0.75, slope: 1.25, topKOverlap: 2 / 3, k: 3 },
   ];
   return { model: 'stories<260K> & "co"', tokenLabels: TOKENS, grids, agreement, timings: { activation: 1.234, atp: 0.056, relp: 0.1 } };
 }
@@ -96,10 +96,10 @@ describe('renderPatchingReportHtml', () => {
 
   it('shows the agreement table with 3-decimal numbers and n/a for NaN', () => {
     expect(agreementRows(html)).toEqual([
-      ['resid_pre', 'atp', '0.988', '0.912', '0.500', '2'],
-      ['resid_pre', 'relp', '-0.250', '0.333', '1.000', '2'],
-      ['attn_out', 'atp', 'n/a', 'n/a', '0.000', '2'],
-      ['attn_out', 'relp', '0.500', '0.400', '0.667', '3'],
+      ['resid_pre', 'atp', '0.988', '0.912', '0.250', '0.800', '0.500', '2'],
+      ['resid_pre', 'relp', '-0.250', '0.333', '1.500', '-0.100', '1.000', '2'],
+      ['attn_out', 'atp', 'n/a', 'n/a', 'n/a', 'n/a', '0.000', '2'],
+      ['attn_out', 'relp', '0.500', '0.400', '0.750', '1.250', '0.667', '3'],
     ]);
   });
 

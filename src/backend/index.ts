@@ -4,6 +4,7 @@
  * overrides the choice.
  */
 import * as tf from '@tensorflow/tfjs';
+import { registerCopyTransposeMatMulGradient } from './matmul-gradient.js';
 import { createRequire } from 'node:module';
 import { fail } from '../errors.js';
 
@@ -35,6 +36,7 @@ async function pickBackend(): Promise<string> {
   const ok = await tf.setBackend(name);
   if (!ok) fail(`backend '${name}' failed to initialise`);
   await tf.ready();
+  if (name === 'wasm') registerCopyTransposeMatMulGradient();
   return name;
 }
 

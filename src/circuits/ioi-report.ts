@@ -527,7 +527,7 @@ export function ioiSummary(r: IoiStudyResult) {
     accuracy: r6(r.score.accuracy),
     meanLogitDiff: r6(r.score.meanLogitDiff),
     ldCorrupt: r6(r.ldCorrupt),
-    agreement: r.patching.agreement.map((a) => ({ component: a.component, method: a.method, pearson: r6(a.pearson), spearman: r6(a.spearman), topKOverlap: r6(a.topKOverlap), k: a.k })),
+    agreement: r.patching.agreement.map((a) => ({ component: a.component, method: a.method, pearson: r6(a.pearson), spearman: r6(a.spearman), relL2: r6(a.relL2), slope: r6(a.slope), topKOverlap: r6(a.topKOverlap), k: a.k })),
     roles: r.roles.map((x) => ({ role: x.role, id: headId(x.layer, x.head), layer: x.layer, head: x.head, score: r6(x.score) })),
     heads: r.heads.map((h) => ({
       id: h.id,
@@ -611,12 +611,12 @@ export function textTable(header: readonly string[], rows: readonly (readonly st
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-/** The agreement table (component × method: Pearson, Spearman, top-k overlap) as aligned text. */
+/** The agreement table (component × method: Pearson, Spearman, relative L2, slope, top-k overlap) as aligned text. */
 export function formatAgreementTable(agreement: readonly Agreement[]): string {
   return textTable(
-    ['component', 'method', 'Pearson', 'Spearman', 'top-k', 'k'],
-    agreement.map((a) => [a.component, a.method, f3(a.pearson), f3(a.spearman), f3(a.topKOverlap), String(a.k)]),
-    [false, false, true, true, true, true],
+    ['component', 'method', 'Pearson', 'Spearman', 'rel. L2', 'slope', 'top-k', 'k'],
+    agreement.map((a) => [a.component, a.method, f3(a.pearson), f3(a.spearman), f3(a.relL2), f3(a.slope), f3(a.topKOverlap), String(a.k)]),
+    [false, false, true, true, true, true, true, true],
   );
 }
 
@@ -793,8 +793,8 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
   p.push(
     table(
       'agreement',
-      ['component', 'method', 'Pearson', 'Spearman', 'top-k overlap', 'k'],
-      r.patching.agreement.map((x) => `<tr><td>${escapeHtml(x.component)}</td><td>${escapeHtml(x.method)}</td>${num(x.pearson)}${num(x.spearman)}${num(x.topKOverlap)}<td class="num">${x.k}</td></tr>`),
+      ['component', 'method', 'Pearson', 'Spearman', 'relative L2', 'slope', 'top-k overlap', 'k'],
+      r.patching.agreement.map((x) => `<tr><td>${escapeHtml(x.component)}</td><td>${escapeHtml(x.method)}</td>${num(x.pearson)}${num(x.spearman)}${num(x.relL2)}${num(x.slope)}${num(x.topKOverlap)}<td class="num">${x.k}</td></tr>`),
     ),
   );
 

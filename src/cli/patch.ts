@@ -3,7 +3,8 @@ import { STEER_OPTIONS, STEER_USAGE, steerEdits } from './steer-args.js';
 import { BACKEND_OPTION, BACKEND_USAGE, onnxFor } from './backend.js';
 import { fail } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { DEFAULT_RELP_RULES, RELP_RULES, type RelpRule } from '../models/grad-rules.js';
+import { relevanceConservation } from '../patching/conservation.js';
+import { DEFAULT_RELP_RULES, RELP_RULES, checkRelpRules, type RelpRule } from '../models/grad-rules.js';
 import { loadModel } from '../models/load.js';
 import { METRICS, type MetricKind } from '../patching/metrics.js';
 import { readPairsFile, tokenizePairs, type TextPair } from '../patching/pairs.js';
@@ -24,17 +25,19 @@ export const patchCommand: Command = {
   usage: `hooklens patch --model PATH
         (--clean-tokens IDS --corrupt-tokens IDS --answer-token ID --wrong-token ID
          | --clean S --corrupt S --answer S --wrong S | --pairs FILE.jsonl)
-        --component C --method activation|atp|relp [--rules LN,Identity,Half[,AH]]
+        --component C --method activation|atp|relp [--rules LN,Identity,Half[,AH|AttnHalf]]
         [--image FILE | --clean-image FILE --corrupt-image FILE]
         --out FILE.json [--report FILE.html] [--metric M] [--direction denoising|noising]
         [--qk-fix] [--grad-drop] [--json]
 
   --component     ${COMPONENT_NAMES.join(', ')}
                   block components give [n_layers, n_pos] grids, head_out / q / k / v / pattern
-                  [n_layers, n_heads], head_out_pos [n_layers, n_pos, n_heads]; vision.* are the
+                  [n_layers, n_heads], head_out_pos [n_layers, n_pos, n_heads], mlp_post (one MLP
+                  neuron at every position) [n_layers, d_mlp]; vision.* are the
                   vision tower's ([tower layers, patch positions] for vision.resid_pre etc.)
   --method        activation (real patched forwards), atp (gradient estimate), relp (LRP rules)
-  --rules         RelP rules (default ${DEFAULT_RELP_RULES.join(',')}; AH optional)
+  --rules         RelP rules (default ${DEFAULT_RELP_RULES.join(',')}; optional for attention: AH
+                  (pattern constant) or AttnHalf (AttnLRP: Half rule on Q·Kᵀ and pattern·V))
   --pairs FILE    JSONL lines {"clean","corrupt","answer","wrong"}: text or token ids; clean and
                   corrupt must tokenize to the same length (and all pairs to one length);
                   vision-language pairs add "image" or "clean_image" / "corrupt_image" (paths)
@@ -57,6 +60,7 @@ ${STEER_USAGE}
 
 Output (--out, and stdout with --json):
   {"component","method","rules","ld_clean","ld_corrupt","shape":[..],"scores":[[..]..]}
+  with --method relp also "conservation": {"input", "perCut"} (Σ relevance at a residual cut / LD)
   scores are normalised: (LD_patched − LD_corrupt) / (LD_clean − LD_corrupt).`,
   async run(argv) {
     const { values } = parseOptions('patch', argv, {
@@ -138,9 +142,14 @@ Output (--out, and stdout with --json):
         axes: grid.axes,
         scores: grid.scores,
       };
+      // RelP's conservation (Σ relevance at the input / output) for the rules used, on the first
+      // clean prompt (text prompts: image inputs are not part of the residual stream's sum).
+      const first = pairs[0];
+      const conservation = methods.includes('relp') && !first.cleanImages && !edits.length ? [relevanceConservation(model, first.clean, first.answer, first.wrong, rules)] : [];
+      if (conservation.length && method === 'relp') (result as Record<string, unknown>).conservation = { input: conservation[0].input, perCut: conservation[0].perCut };
       if (values.report) {
         const labels = model.tokenizer ? pairs[0].clean.map((t) => model.tokenizer!.decode([t], { skipSpecialTokens: false })) : [];
-        await writePatchingReport(values.report, { model: model.source, tokenLabels: labels, grids: suite.grids, agreement: suite.agreement, timings: suite.timings });
+        await writePatchingReport(values.report, { model: model.source, tokenLabels: labels, grids: suite.grids, agreement: suite.agreement, timings: suite.timings, conservation });
       }
       writeFileAtomic(out, JSON.stringify(result) + '\n');
       if (values.json) printJson(result);
@@ -167,6 +176,7 @@ function parseRules(s: string | undefined): RelpRule[] {
   if (s === undefined) return [...DEFAULT_RELP_RULES];
   const rules = s.split(',').map((r) => r.trim()).filter(Boolean);
   for (const r of rules) if (!RELP_RULES.includes(r as RelpRule)) fail(`patch: unknown RelP rule '${r}' (choose from ${RELP_RULES.join(', ')})`);
+  checkRelpRules(rules as RelpRule[]);
   return rules as RelpRule[];
 }
 

@@ -11,7 +11,7 @@ import { applyNorm, type StageContext } from '../models/components.js';
 import type { ModelConfig, VisionConfig } from '../models/config.js';
 import type { GraphExtras, GraphRun, InputDims, ModelGraph, Stage } from '../models/graph.js';
 import { imageCount, type ImageBatch } from '../models/image-batch.js';
-import type { RelpRule } from '../models/grad-rules.js';
+import { checkRelpRules, type RelpRule } from '../models/grad-rules.js';
 import { expandImagePlaceholders } from '../models/stages/splice.js';
 import { validateTokens, type TokenBatch } from '../models/transformer.js';
 import type { WeightMap } from '../models/weights.js';
@@ -317,6 +317,7 @@ export class StagedModel implements HookedModel {
       }
     }
     const cacheNames = new Set(cache ? this.resolveHooks(cache) : []);
+    checkRelpRules(rules);
     return { hooks, cacheNames, store: new Map(), posSlice, deltas: new Map(), rules: new Set(rules) };
   }
 

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { ActivationKind, BlockConfig } from './config.js';
-import { halfRuleProduct, identityRule, stopGradient, type RelpRule } from './grad-rules.js';
+import { halfRuleMatMul, halfRuleProduct, identityRule, stopGradient, type RelpRule } from './grad-rules.js';
 import type { KvCache } from './kv-cache.js';
 
 /**
@@ -212,13 +212,15 @@ export function attention(ctx: BlockContext, x: tf.Tensor, l: number, inp: Atten
   let vh = tf.transpose(v, [0, 2, 1, 3]).reshape([b * K, T, dh]) as tf.Tensor3D;
   if (inp.kvCache) ({ k: kh, v: vh } = inp.kvCache.extend(l, kh, vh));
   const Tk = kh.shape[2];
-  const raw = attentionMatMul(qh as tf.Tensor3D, kh).reshape([b, H, T, Tk]);
+  // AttnHalf rule (AttnLRP): both bilinear products split their gradient half and half.
+  const bilinear = ctx.rules.has('AttnHalf') ? halfRuleMatMul(attentionMatMul) : attentionMatMul;
+  const raw = bilinear(qh as tf.Tensor3D, kh).reshape([b, H, T, Tk]);
   const scaled = tf.mul(raw, 1 / Math.sqrt(dh));
   const scores = ctx.hook(p + 'hook_attn_scores', inp.maskBias ? tf.add(scaled, inp.maskBias) : scaled);
   const pattern = ctx.hook(p + 'hook_pattern', tf.softmax(scores, -1));
   // AH rule: the attention pattern is a constant in the backward pass.
   const mixing = ctx.rules.has('AH') ? stopGradient(pattern) : pattern;
-  const zh = attentionMatMul(mixing.reshape([b * K, G * T, Tk]) as tf.Tensor3D, vh).reshape([b, H, T, dh]);
+  const zh = bilinear(mixing.reshape([b * K, G * T, Tk]) as tf.Tensor3D, vh).reshape([b, H, T, dh]);
   const z = ctx.hook(p + 'hook_z', tf.transpose(zh, [0, 2, 1, 3]));
   if (!ctx.wants(p + 'hook_result')) return linear(ctx, z.reshape([b, T, H * dh]), w + 'W_O', w + 'b_O');
   const result = ctx.hook(p + 'hook_result', headResults(z, ctx.param(w + 'W_O')));

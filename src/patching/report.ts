@@ -295,19 +295,40 @@ export async function renderPatchingReportHtml(data: PatchingReportData): Promis
   else {
     parts.push(
       '<table class="agreement"><thead><tr><th>component</th><th>method</th><th>Pearson</th><th>Spearman</th>' +
-        '<th>top-k overlap</th><th>k</th></tr></thead><tbody>',
+        '<th>relative L2</th><th>slope</th><th>top-k overlap</th><th>k</th></tr></thead><tbody>',
     );
     for (const a of data.agreement) {
       parts.push(
         `<tr><td>${escapeHtml(a.component)}</td><td>${escapeHtml(a.method)}</td>` +
           `<td class="num">${fmt(a.pearson)}</td><td class="num">${fmt(a.spearman)}</td>` +
+          `<td class="num">${fmt(a.relL2)}</td><td class="num">${fmt(a.slope)}</td>` +
           `<td class="num">${fmt(a.topKOverlap)}</td><td class="num">${Number.isFinite(a.k) ? a.k : 'n/a'}</td></tr>`,
       );
     }
     parts.push('</tbody></table>');
     parts.push(
-      '<p class="note">Top-k overlap: fraction of activation patching’s k largest |scores| that are also among the ' +
-        'estimate’s k largest. n/a: correlation undefined (a constant grid).</p>',
+      '<p class="note">Relative L2: ‖estimate − activation‖ / ‖activation‖ (0 = equal). Slope: least-squares ' +
+        'slope of the estimate on activation patching (1 = right scale). Top-k overlap: fraction of activation ' +
+        'patching’s k largest |scores| that are also among the estimate’s k largest. n/a: undefined (a constant grid).</p>',
+    );
+  }
+
+  if (data.conservation && data.conservation.length > 0) {
+    parts.push('<h2>RelP relevance conservation</h2>');
+    parts.push('<table class="conservation"><thead><tr><th>rules</th><th>logit difference</th><th>Σ relevance at the input / output</th><th>range over residual cuts</th></tr></thead><tbody>');
+    for (const c of data.conservation) {
+      const ratios = c.perCut.map((x) => x.ratio);
+      parts.push(
+        `<tr><td>${escapeHtml(c.rules.join(', ') || 'none (plain gradient)')}</td><td class="num">${fmt(c.output)}</td>` +
+          `<td class="num">${fmt(c.input, 4)}</td><td class="num">${fmt(Math.min(...ratios), 4)} … ${fmt(Math.max(...ratios), 4)}</td></tr>`,
+      );
+    }
+    parts.push('</tbody></table>');
+    parts.push(
+      '<p class="note">Σ over the residual stream of activation × RelP gradient of the logit difference, over the logit ' +
+        'difference itself, on the first clean prompt. 1 = relevance conserved (LRP). On a model without biases ' +
+        'LN + Identity + Half + AH conserves exactly; biases absorb relevance; the default rules pass the full gradient ' +
+        'to both factors of Q·Kᵀ and pattern·V; AttnHalf splits them, but the softmax between them does not conserve.</p>',
     );
   }
 

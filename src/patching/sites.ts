@@ -23,6 +23,8 @@ export const COMPONENTS: Record<BaseComponent, ComponentDef> = {
   resid_post: { suffix: 'hook_resid_post', siteAxes: [0], axisNames: ['pos'] },
   attn_out: { suffix: 'hook_attn_out', siteAxes: [0], axisNames: ['pos'] },
   mlp_out: { suffix: 'hook_mlp_out', siteAxes: [0], axisNames: ['pos'] },
+  // One MLP neuron (its activation after the nonlinearity, at every position).
+  mlp_post: { suffix: 'mlp.hook_post', siteAxes: [1], axisNames: ['neuron'] },
   // A head's output is z·W_O: patching hook_z of head h patches exactly that head's write.
   head_out: { suffix: 'attn.hook_z', siteAxes: [1], axisNames: ['head'] },
   head_out_pos: { suffix: 'attn.hook_z', siteAxes: [0, 1], axisNames: ['pos', 'head'] },
@@ -91,6 +93,8 @@ export function perPromptShape(cfg: BlockConfig, c: BaseComponent, T: number): n
       return [T, cfg.nKvHeads, cfg.dHead];
     case 'attn.hook_pattern':
       return [cfg.nHeads, T, T];
+    case 'mlp.hook_post':
+      return [T, cfg.dMlp];
     default:
       return [T, cfg.dModel];
   }

@@ -100,6 +100,46 @@ export function topKOverlap(estimate: readonly number[], reference: readonly num
   return hit / k;
 }
 
+/**
+ * Relative L2 error ‖estimate − reference‖ / ‖reference‖: 0 when equal; unlike a correlation it
+ * also sees wrong scale and offset. NaN when the reference is all zeros.
+ */
+export function relativeL2(estimate: readonly number[], reference: readonly number[]): number {
+  checkSameLength(estimate, reference, 'relativeL2');
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < reference.length; i++) {
+    num += (estimate[i]! - reference[i]!) ** 2;
+    den += reference[i]! ** 2;
+  }
+  return den > 0 ? Math.sqrt(num / den) : NaN;
+}
+
+/**
+ * Least-squares slope of the estimate regressed on the reference (1 = right scale; a correlation
+ * can be high with a slope far from 1). NaN when the reference is constant.
+ */
+export function slope(estimate: readonly number[], reference: readonly number[]): number {
+  checkSameLength(estimate, reference, 'slope');
+  const n = reference.length;
+  if (n < 2) return NaN;
+  let me = 0;
+  let mr = 0;
+  for (let i = 0; i < n; i++) {
+    me += estimate[i]!;
+    mr += reference[i]!;
+  }
+  me /= n;
+  mr /= n;
+  let cov = 0;
+  let vr = 0;
+  for (let i = 0; i < n; i++) {
+    cov += (estimate[i]! - me) * (reference[i]! - mr);
+    vr += (reference[i]! - mr) ** 2;
+  }
+  return vr > 0 ? cov / vr : NaN;
+}
+
 /** Flatten a [rows][cols] or [a][b][c] score grid row-major into one array. */
 export function flattenScores(scores: number[][] | number[][][]): number[] {
   const out: number[] = [];
@@ -151,6 +191,8 @@ export function agreementFor(estimate: PatchingGrid, activation: PatchingGrid, k
     method: estimate.method,
     pearson: pearson(est, ref),
     spearman: spearman(est, ref),
+    relL2: relativeL2(est, ref),
+    slope: slope(est, ref),
     topKOverlap: topKOverlap(est, ref, kk),
     k: kk,
   };

@@ -1,7 +1,7 @@
 /** Shared shapes of the patching suite: components, methods, results. */
 
 /** Where to patch inside one stack. Block components give [n_layers, n_pos] grids; head_out gives [n_layers, n_heads]. */
-export type BaseComponent = 'resid_pre' | 'resid_mid' | 'resid_post' | 'attn_out' | 'mlp_out' | 'head_out' | 'head_out_pos' | 'q' | 'k' | 'v' | 'pattern';
+export type BaseComponent = 'resid_pre' | 'resid_mid' | 'resid_post' | 'attn_out' | 'mlp_out' | 'mlp_post' | 'head_out' | 'head_out_pos' | 'q' | 'k' | 'v' | 'pattern';
 
 /** A language-model component, or the vision tower's ('vision.resid_pre': [tower layers, patch positions]). */
 export type Component = BaseComponent | `vision.${BaseComponent}`;
@@ -10,6 +10,7 @@ export type Method = 'activation' | 'atp' | 'relp';
 
 export type { RelpRule } from '../models/grad-rules.js';
 import type { RelpRule } from '../models/grad-rules.js';
+import type { Conservation } from './conservation.js';
 
 export interface PatchingGrid {
   component: Component;
@@ -34,6 +35,10 @@ export interface Agreement {
   method: Exclude<Method, 'activation'>;
   pearson: number;
   spearman: number;
+  /** ‖estimate − activation‖ / ‖activation‖. */
+  relL2: number;
+  /** Least-squares slope of estimate on activation. */
+  slope: number;
   /** |top-k(estimate) ∩ top-k(activation)| / k by absolute score. */
   topKOverlap: number;
   k: number;
@@ -46,6 +51,8 @@ export interface PatchingReportData {
   tokenLabels: string[];
   grids: PatchingGrid[];
   agreement: Agreement[];
+  /** RelP conservation of the rule sets used (first clean prompt). */
+  conservation?: Conservation[];
   /** Seconds per method, for the report footer. */
   timings?: Record<string, number>;
 }

@@ -1,0 +1,96 @@
+/**
+ * How well AtP and RelP (with each attention rule) reproduce activation patching, with bootstrap
+ * intervals over ≥ 100 IOI prompt pairs: Pearson, relative L2 error and slope per component
+ * (residual stream, attention and MLP outputs per position, heads, MLP neurons), plus the model's
+ * accuracy on the pairs and RelP's conservation for each rule set.
+ *
+ *   npx tsx scripts/relp-agreement.ts [--model datasets/ioi-gpt2-deep | stories260K.gguf]
+ *        [--n 100] [--samples 1000] [--components resid_pre,attn_out,mlp_out,head_out,mlp_post]
+ *        [--out relp-agreement.json]
+ *
+ * Prompts: the deep IOI model's held-out names × held-out templates when the model is that one
+ * (by its tokenizer knowing them), else TinyStories-style IOI (`--simple` prompts).
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseOptions, parsePositiveInt } from '../src/cli/args.js';
+import { progressBar } from '../src/cli/progress.js';
+import { loadModel } from '../src/models/load.js';
+import { writeFileAtomic } from '../src/io/atomic.js';
+import { OnnxForward } from '../src/onnx/onnx-forward.js';
+import { bootstrapAgreement, perPairGrids, type AgreementWithCi } from '../src/patching/bootstrap.js';
+import { relevanceConservation } from '../src/patching/conservation.js';
+import { tokenizePairs, type PromptPair } from '../src/patching/pairs.js';
+import { COMPONENT_NAMES } from '../src/patching/sites.js';
+import type { Component, Method } from '../src/patching/types.js';
+import type { RelpRule } from '../src/models/grad-rules.js';
+import { generateIoiPrompts, type IoiPrompt } from '../datasets/ioi.js';
+import { DEEP_NAMES, DEEP_SPLIT } from '../datasets/ioi-deep-corpus.js';
+import { distinctFirstTokens } from '../datasets/ioi-deep-eval.js';
+import { evaluateIoi } from '../datasets/ioi-eval.js';
+import { fail } from '../src/errors.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseOptions('relp-agreement', process.argv.slice(2), {
+  model: { type: 'string' },
+  n: { type: 'string' },
+  samples: { type: 'string' },
+  components: { type: 'string' },
+  out: { type: 'string' },
+});
+const modelPath = values.model ?? path.join(REPO, 'datasets', 'ioi-gpt2-deep');
+const N = parsePositiveInt('--n', values.n, 100);
+const samples = parsePositiveInt('--samples', values.samples, 1000);
+const components = (values.components ?? 'resid_pre,attn_out,mlp_out,head_out,mlp_post').split(',') as Component[];
+for (const c of components) if (!COMPONENT_NAMES.includes(c)) fail(`--components: unknown component '${c}'`);
+const out = values.out ?? 'relp-agreement.json';
+
+const model = await loadModel(modelPath);
+const tok = model.tokenizer ?? fail(`${modelPath}: the model has no tokenizer`);
+// The deep IOI model knows its corpus's held-out names as single tokens; other models get the simple preset.
+const deep = DEEP_NAMES.otherTextOnly.every((n) => tok.encode(' ' + n, { addSpecialTokens: false }).length === 1);
+const prompts: IoiPrompt[] = deep
+  ? distinctFirstTokens(tok, generateIoiPrompts({ n: 4 * N, seed: 7, names: DEEP_NAMES.otherTextOnly, templates: DEEP_SPLIT.heldOutTemplates, places: DEEP_SPLIT.train.places, objects: DEEP_SPLIT.train.objects, requireSameLength: false })).slice(0, N)
+  : generateIoiPrompts({ n: N, seed: 7, preset: 'simple', tokenizer: tok, requireSameLength: false });
+if (prompts.length < N) fail(`only ${prompts.length} prompt pairs could be made; need ${N}`);
+const score = evaluateIoi(model, prompts);
+const { pairs, warnings } = tokenizePairs(model, prompts.map((p) => ({ clean: p.clean, corrupt: p.corrupt, answer: p.answer, wrong: p.wrong })), 'relp-agreement');
+if (warnings.length) console.error(`note: ${warnings.length} answers are several tokens (the first is used)`);
+
+const ruleSets: { name: string; rules: RelpRule[] }[] = [
+  { name: 'relp', rules: ['LN', 'Identity', 'Half'] },
+  { name: 'relp+AH', rules: ['LN', 'Identity', 'Half', 'AH'] },
+  { name: 'relp+AttnHalf', rules: ['LN', 'Identity', 'Half', 'AttnHalf'] },
+];
+const onnx = new OnnxForward(model);
+const t0 = performance.now();
+const results: (AgreementWithCi & { rules?: RelpRule[] })[] = [];
+for (const component of components) {
+  const bar = progressBar(component);
+  const grids = await perPairGrids(model, pairs as PromptPair[], component, ['activation', 'atp'] as Method[], { onnx, onPair: (d, t) => bar.update(d, t) });
+  const [act, atp] = grids;
+  results.push(bootstrapAgreement(atp, act, { samples }));
+  for (const rs of ruleSets) {
+    const [relp] = await perPairGrids(model, pairs, component, ['relp'], { grid: { rules: rs.rules } });
+    results.push({ ...bootstrapAgreement(relp, act, { samples }), rules: rs.rules });
+  }
+  bar.stop();
+  console.error(`${component} done (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+}
+const conservation = ruleSets.map((rs) => {
+  const c = pairs.slice(0, 20).map((p) => relevanceConservation(model, p.clean, p.answer, p.wrong, rs.rules).input);
+  return { rules: rs.rules, inputRatioMean: c.reduce((a, b) => a + b, 0) / c.length, inputRatioRange: [Math.min(...c), Math.max(...c)] };
+});
+const seconds = (performance.now() - t0) / 1000;
+const f = (x: number) => x.toFixed(3);
+console.log(`${path.basename(modelPath)}: ${N} pairs (${deep ? 'held-out names × held-out templates' : 'TinyStories-style IOI'}), accuracy ${f(score.accuracy)}, mean LD ${f(score.meanLogitDiff)}; ${samples} bootstrap samples, ${seconds.toFixed(0)} s`);
+console.log('component   method          Pearson [95% CI]         rel. L2 [95% CI]          slope [95% CI]');
+for (const r of results) {
+  const m = r.rules ? ruleSets.find((s) => s.rules.join() === r.rules!.join())!.name : r.method;
+  const ci = (i: { value: number; lo: number; hi: number }) => `${f(i.value)} [${f(i.lo)}, ${f(i.hi)}]`.padEnd(25);
+  console.log(`${r.component.padEnd(11)} ${m.padEnd(15)} ${ci(r.pearson)} ${ci(r.relL2)} ${ci(r.slope)}`);
+}
+for (const c of conservation) console.log(`conservation ${c.rules.join('+')}: Σ relevance at the input / LD = ${f(c.inputRatioMean)} (range ${f(c.inputRatioRange[0])} … ${f(c.inputRatioRange[1])}, 20 pairs)`);
+writeFileAtomic(out, JSON.stringify({ model: modelPath, nPairs: N, prompts: deep ? 'deep held-out' : 'simple', accuracy: score, samples, seconds, results, conservation }, null, 2) + '\n');
+await onnx.dispose();
+model.dispose();
