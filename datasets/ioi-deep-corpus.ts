@@ -89,26 +89,26 @@ function stories(): string[][] {
 
 export type DocumentKind = 'ioi' | 'story' | 'filler' | 'names';
 
-/** Document mix of the training stream. */
+/** Document mix of the training stream (fractions of documents; the rest are name lists). */
 export const DEEP_MIX: Record<DocumentKind, number> = { ioi: 0.5, story: 0.25, filler: 0.15, names: 0.1 };
 
 /** One training document (text only; the IOI sentence includes its answer). */
-export function sampleDeepDocument(rand: () => number): { kind: DocumentKind; text: string } {
+export function sampleDeepDocument(rand: () => number, mix: Record<DocumentKind, number> = DEEP_MIX): { kind: DocumentKind; text: string } {
   const u = rand();
   const seen = [...DEEP_NAMES.ioi, ...DEEP_NAMES.otherTextOnly];
-  if (u < DEEP_MIX.ioi) {
+  if (u < mix.ioi) {
     const { train } = DEEP_SPLIT;
     const [io, s, d] = distinct(train.names, 3, rand);
     const { clean } = fillTemplate(pick(train.templates, rand), { io, s, c: s, d, place: pick(train.places, rand), object: pick(train.objects, rand) });
     return { kind: 'ioi', text: `${clean} ${io}.` };
   }
-  if (u < DEEP_MIX.ioi + DEEP_MIX.story) {
+  if (u < mix.ioi + mix.story) {
     // One to three consecutive sentences of a story.
     const st = pick(stories(), rand);
     const a = Math.floor(rand() * st.length);
     return { kind: 'story', text: st.slice(a, a + 1 + Math.floor(rand() * 3)).join(' ') };
   }
-  if (u < DEEP_MIX.ioi + DEEP_MIX.story + DEEP_MIX.filler) {
+  if (u < mix.ioi + mix.story + mix.filler) {
     const [n, m] = distinct(seen, 2, rand);
     const text = pick(FILLER_TEMPLATES, rand).replace('[N]', n).replace('[M]', m).replace('[PLACE]', pick(IOI_PLACES, rand)).replace('[OBJECT]', pick(IOI_OBJECTS, rand));
     return { kind: 'filler', text };
@@ -130,12 +130,12 @@ export function bpeTrainingTexts(n = 30000, seed = 5): string[] {
  * Batch `step` of the training stream: `batch` rows of T ids, each BOS + documents separated by
  * BOS, cut at T. Depends only on (seed, step), so resuming is exact.
  */
-export function deepTrainingBatch(encode: (text: string) => number[], bos: number, seed: number, step: number, batch: number, T: number): Int32Array {
+export function deepTrainingBatch(encode: (text: string) => number[], bos: number, seed: number, step: number, batch: number, T: number, mix: Record<DocumentKind, number> = DEEP_MIX): Int32Array {
   const rand = mulberry32((seed * 1_000_003 + step) >>> 0);
   const ids = new Int32Array(batch * T);
   for (let b = 0; b < batch; b++) {
     const row: number[] = [];
-    while (row.length < T) row.push(bos, ...encode(sampleDeepDocument(rand).text));
+    while (row.length < T) row.push(bos, ...encode(sampleDeepDocument(rand, mix).text));
     ids.set(row.slice(0, T), b * T);
   }
   return ids;

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateIoiPrompts } from '../datasets/ioi.js';
 import { IOI_MODEL_SPLIT } from '../datasets/ioi-corpus.js';
+import { DEEP_NAMES, DEEP_SPLIT } from '../datasets/ioi-deep-corpus.js';
 import { fail, HooklensError } from '../src/errors.js';
 import { parseOptions, parsePositiveInt } from '../src/cli/args.js';
 import { progressBar, type Progress } from '../src/cli/progress.js';
@@ -23,11 +24,12 @@ import { formatIoiSummary, namesKnownTo, runIoiCircuitStudy, writeIoiReport } fr
 import { ioiProbingPrompts, runIoiProbing } from '../src/circuits/ioi-probing.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DEFAULT_MODEL = path.join(REPO, 'datasets', 'ioi-gpt2');
+const DEFAULT_MODEL = path.join(REPO, 'datasets', 'ioi-gpt2-deep');
 
 const USAGE = `usage: npx tsx scripts/ioi-circuit.ts [--model PATH] [--n 32] [--seed 0] [--out ioi-report] [--json] [--target 0.8]
 
-  --model PATH   model directory (default datasets/ioi-gpt2, the shipped IOI model; e.g. GPT-2 small works too)
+  --model PATH   model directory (default datasets/ioi-gpt2-deep, the shipped IOI model; datasets/ioi-gpt2
+                 is the earlier 3-layer one; e.g. GPT-2 small works too)
   --n N          number of held-out IOI prompt pairs (default 32; all share one token length)
   --seed S       prompt seed (default 0)
   --out DIR      report directory (default ioi-report): index.html, circuit.json, circuit.svg, summary.json
@@ -59,7 +61,7 @@ async function main(argv: string[]): Promise<void> {
   const out = values.out ?? 'ioi-report';
   const modelSpec = values.model ?? DEFAULT_MODEL;
   if (values.model === undefined && !fs.existsSync(DEFAULT_MODEL)) {
-    fail(`${path.relative(process.cwd(), DEFAULT_MODEL) || DEFAULT_MODEL}: the shipped IOI model is missing (train it with scripts/train-ioi-model.ts, or pass --model PATH)`);
+    fail(`${path.relative(process.cwd(), DEFAULT_MODEL) || DEFAULT_MODEL}: the shipped IOI model is missing (train it with scripts/train-ioi-deep.ts, or pass --model PATH)`);
   }
 
   const interactive = !!process.stderr.isTTY && !process.env.CI;
@@ -80,7 +82,10 @@ async function main(argv: string[]): Promise<void> {
   const model = await timed('load', () => loadModel(modelSpec));
   try {
     if (!model.tokenizer) fail(`${modelSpec}: the model has no tokenizer; IOI prompts are text`);
-    const split = IOI_MODEL_SPLIT.test;
+    // The deep IOI model: its held-out names × held-out templates (only templates that open with
+    // a word, so that every name is a " Name" token). Any other model: the shipped model's split.
+    const deep = DEEP_NAMES.otherTextOnly.every((x) => model.tokenizer!.encode(' ' + x, { addSpecialTokens: false }).length === 1);
+    const split = deep ? { names: DEEP_NAMES.otherTextOnly, templates: DEEP_SPLIT.heldOutTemplates.filter((t) => !t.startsWith('[')), places: DEEP_SPLIT.train.places, objects: DEEP_SPLIT.train.objects } : IOI_MODEL_SPLIT.test;
     const names = namesKnownTo(model.tokenizer, split.names);
     if (names.length < split.names.length) {
       const unknown = split.names.filter((x) => !names.includes(x));

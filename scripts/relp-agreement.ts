@@ -6,10 +6,12 @@
  *
  *   npx tsx scripts/relp-agreement.ts [--model datasets/ioi-gpt2-deep | stories260K.gguf]
  *        [--n 100] [--samples 1000] [--components resid_pre,attn_out,mlp_out,head_out,mlp_post]
- *        [--out relp-agreement.json]
+ *        [--out relp-agreement.json] [--task ioi|pronoun]
  *
- * Prompts: the deep IOI model's held-out names × held-out templates when the model is that one
- * (by its tokenizer knowing them), else TinyStories-style IOI (`--simple` prompts).
+ * Prompts (all of one token length, so that position grids pool): the deep IOI model's held-out
+ * names × held-out templates when the model is that one (by its tokenizer knowing the names as
+ * single tokens), else TinyStories-style IOI (`--simple` prompts). `--task pronoun` (stories
+ * models): the next pronoun after a named character (datasets/pronoun-task.ts).
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,9 +28,19 @@ import type { Component, Method } from '../src/patching/types.js';
 import type { RelpRule } from '../src/models/grad-rules.js';
 import { generateIoiPrompts, type IoiPrompt } from '../datasets/ioi.js';
 import { DEEP_NAMES, DEEP_SPLIT } from '../datasets/ioi-deep-corpus.js';
-import { distinctFirstTokens } from '../datasets/ioi-deep-eval.js';
 import { evaluateIoi } from '../datasets/ioi-eval.js';
 import { fail } from '../src/errors.js';
+import { pronounPairs } from '../datasets/pronoun-task.js';
+import { pairBatches, rowMetrics } from '../src/circuits/common.js';
+
+/** Accuracy and mean logit difference of same-length token pairs. */
+function pairScore(model: Awaited<ReturnType<typeof loadModel>>, ps: PromptPair[]) {
+  const { clean, targets } = pairBatches(model, ps);
+  const logits = model.run(clean, { finalPositionOnly: true });
+  const lds = rowMetrics('logit_diff', logits, targets);
+  logits.dispose();
+  return { n: lds.length, accuracy: lds.filter((x) => x > 0).length / lds.length, meanLogitDiff: lds.reduce((a, b) => a + b, 0) / lds.length };
+}
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseOptions('relp-agreement', process.argv.slice(2), {
@@ -37,6 +49,7 @@ const { values } = parseOptions('relp-agreement', process.argv.slice(2), {
   samples: { type: 'string' },
   components: { type: 'string' },
   out: { type: 'string' },
+  task: { type: 'string' },
 });
 const modelPath = values.model ?? path.join(REPO, 'datasets', 'ioi-gpt2-deep');
 const N = parsePositiveInt('--n', values.n, 100);
@@ -49,13 +62,23 @@ const model = await loadModel(modelPath);
 const tok = model.tokenizer ?? fail(`${modelPath}: the model has no tokenizer`);
 // The deep IOI model knows its corpus's held-out names as single tokens; other models get the simple preset.
 const deep = DEEP_NAMES.otherTextOnly.every((n) => tok.encode(' ' + n, { addSpecialTokens: false }).length === 1);
-const prompts: IoiPrompt[] = deep
-  ? distinctFirstTokens(tok, generateIoiPrompts({ n: 4 * N, seed: 7, names: DEEP_NAMES.otherTextOnly, templates: DEEP_SPLIT.heldOutTemplates, places: DEEP_SPLIT.train.places, objects: DEEP_SPLIT.train.objects, requireSameLength: false })).slice(0, N)
-  : generateIoiPrompts({ n: N, seed: 7, preset: 'simple', tokenizer: tok, requireSameLength: false });
-if (prompts.length < N) fail(`only ${prompts.length} prompt pairs could be made; need ${N}`);
-const score = evaluateIoi(model, prompts);
-const { pairs, warnings } = tokenizePairs(model, prompts.map((p) => ({ clean: p.clean, corrupt: p.corrupt, answer: p.answer, wrong: p.wrong })), 'relp-agreement');
-if (warnings.length) console.error(`note: ${warnings.length} answers are several tokens (the first is used)`);
+const task = values.task ?? 'ioi';
+if (task !== 'ioi' && task !== 'pronoun') fail(`--task must be ioi or pronoun, got '${task}'`);
+const prompts: IoiPrompt[] = task === 'pronoun' ? [] : deep
+  ? generateIoiPrompts({ n: N, seed: 7, names: DEEP_NAMES.otherTextOnly, templates: DEEP_SPLIT.heldOutTemplates.filter((t) => !t.startsWith('[')), places: DEEP_SPLIT.train.places, objects: DEEP_SPLIT.train.objects, tokenizer: tok, requireSameLength: true })
+  : generateIoiPrompts({ n: N, seed: 7, preset: 'simple', tokenizer: tok, requireSameLength: true });
+let pairs: PromptPair[];
+let score: { n: number; accuracy: number; meanLogitDiff: number };
+if (task === 'pronoun') {
+  pairs = pronounPairs(model, N);
+  score = pairScore(model, pairs);
+} else {
+  if (prompts.length < N) fail(`only ${prompts.length} prompt pairs could be made; need ${N}`);
+  score = evaluateIoi(model, prompts);
+  const tokenized = tokenizePairs(model, prompts.map((p) => ({ clean: p.clean, corrupt: p.corrupt, answer: p.answer, wrong: p.wrong })), 'relp-agreement');
+  if (tokenized.warnings.length) console.error(`note: ${tokenized.warnings.length} answers are several tokens (the first is used)`);
+  pairs = tokenized.pairs;
+}
 
 const ruleSets: { name: string; rules: RelpRule[] }[] = [
   { name: 'relp', rules: ['LN', 'Identity', 'Half'] },
@@ -83,7 +106,8 @@ const conservation = ruleSets.map((rs) => {
 });
 const seconds = (performance.now() - t0) / 1000;
 const f = (x: number) => x.toFixed(3);
-console.log(`${path.basename(modelPath)}: ${N} pairs (${deep ? 'held-out names × held-out templates' : 'TinyStories-style IOI'}), accuracy ${f(score.accuracy)}, mean LD ${f(score.meanLogitDiff)}; ${samples} bootstrap samples, ${seconds.toFixed(0)} s`);
+const taskText = task === 'pronoun' ? 'pronoun after a named character, story prefixes' : deep ? 'IOI, held-out names × held-out templates' : 'TinyStories-style IOI';
+console.log(`${path.basename(modelPath)}: ${N} pairs (${taskText}), accuracy ${f(score.accuracy)}, mean LD ${f(score.meanLogitDiff)}; ${samples} bootstrap samples, ${seconds.toFixed(0)} s`);
 console.log('component   method          Pearson [95% CI]         rel. L2 [95% CI]          slope [95% CI]');
 for (const r of results) {
   const m = r.rules ? ruleSets.find((s) => s.rules.join() === r.rules!.join())!.name : r.method;
@@ -91,6 +115,6 @@ for (const r of results) {
   console.log(`${r.component.padEnd(11)} ${m.padEnd(15)} ${ci(r.pearson)} ${ci(r.relL2)} ${ci(r.slope)}`);
 }
 for (const c of conservation) console.log(`conservation ${c.rules.join('+')}: Σ relevance at the input / LD = ${f(c.inputRatioMean)} (range ${f(c.inputRatioRange[0])} … ${f(c.inputRatioRange[1])}, 20 pairs)`);
-writeFileAtomic(out, JSON.stringify({ model: modelPath, nPairs: N, prompts: deep ? 'deep held-out' : 'simple', accuracy: score, samples, seconds, results, conservation }, null, 2) + '\n');
+writeFileAtomic(out, JSON.stringify({ model: modelPath, nPairs: N, task: taskText, accuracy: score, samples, seconds, results, conservation }, null, 2) + '\n');
 await onnx.dispose();
 model.dispose();

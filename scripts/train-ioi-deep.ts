@@ -21,7 +21,7 @@ import { gpt2ConfigJson, gpt2HfTensors, writeGpt2Directory, type Gpt2Shape } fro
 import { BpeEncoder, bpeTokenizerFiles, trainBpe } from '../src/tokenizers/bpe-trainer.js';
 import { progressBar } from '../src/cli/progress.js';
 import { loadHfTokenizer } from '../src/tokenizers/hf-tokenizer.js';
-import { bpeTrainingTexts, deepTrainingBatch } from '../datasets/ioi-deep-corpus.js';
+import { DEEP_MIX, bpeTrainingTexts, deepTrainingBatch } from '../datasets/ioi-deep-corpus.js';
 import { deepEvalSets } from '../datasets/ioi-deep-eval.js';
 import { evaluateIoi } from '../datasets/ioi-eval.js';
 
@@ -39,6 +39,7 @@ const { values } = parseArgs({
     'seq-len': { type: 'string', default: '64' },
     lr: { type: 'string', default: '2e-3' },
     'eval-every': { type: 'string', default: '250' },
+    'p-ioi': { type: 'string', default: String(DEEP_MIX.ioi) },
   },
 });
 const STEPS = Number(values.steps);
@@ -48,6 +49,10 @@ const T = Number(values['seq-len']);
 const D = Number(values['d-model']);
 const LR = Number(values.lr);
 const WARMUP = 300;
+// Documents: IOI sentences with probability p-ioi; the rest keep DEEP_MIX's proportions.
+const P_IOI = Number(values['p-ioi']);
+const restScale = (1 - P_IOI) / (1 - DEEP_MIX.ioi);
+const MIX = { ioi: P_IOI, story: DEEP_MIX.story * restScale, filler: DEEP_MIX.filler * restScale, names: DEEP_MIX.names * restScale };
 
 await initBackend();
 // The tokenizer is a function of the corpus alone (trained in ~5 s), so a resumed run rebuilds it identically.
@@ -103,7 +108,7 @@ const secondsBefore = log.length ? log[log.length - 1].seconds : 0;
 let emaLoss = 0;
 let step = start;
 for (; step < STEPS && !interrupted; step++) {
-  const loss = trainer.step(step, deepTrainingBatch((t) => encoder.encode(t), 0, SEED, step, BATCH, T), BATCH, T);
+  const loss = trainer.step(step, deepTrainingBatch((t) => encoder.encode(t), 0, SEED, step, BATCH, T, MIX), BATCH, T);
   emaLoss = step === start ? loss : 0.98 * emaLoss + 0.02 * loss;
   bar.update(step + 1, STEPS);
   if ((step + 1) % Number(values['eval-every']) === 0 || step + 1 === STEPS) {
@@ -133,6 +138,7 @@ writeFileAtomic(
       seqLen: T,
       shape,
       optimizer: `adam(0.9, 0.98), peak lr ${LR}, warmup ${WARMUP}, cosine to ${LR / 10}`,
+      mix: MIX,
       trainingSeconds: log.length ? log[log.length - 1].seconds : null,
       machine: 'tfjs wasm, one thread',
       final,

@@ -49,7 +49,7 @@ describe('IOI circuit study on the shipped model', () => {
     const text = formatAgreementTable(result.patching.agreement);
     expect(text.split('\n')).toHaveLength(2 + 8);
     expect(text).toMatch(/^component\s+method\s+Pearson\s+Spearman\s+rel. L2\s+slope\s+top-k\s+k$/m);
-    expect(phases).toEqual(['evaluate', 'patching', 'roles', 'eap', 'circuit', 'ablation', 'attention']);
+    expect(phases).toEqual(['evaluate', 'patching', 'roles', 'eap', 'circuit', 'ablation', 'classes', 'attention']);
   });
 
   it('finds a circuit that keeps ≥ 80 % of the logit difference under mean ablation with a minority of the heads', () => {

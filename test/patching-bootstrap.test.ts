@@ -61,6 +61,13 @@ describe('tiny-gpt2: agreement with bootstrap intervals over prompt pairs', () =
     expect(disjoint({ value: 0, lo: 0, hi: 2 }, { value: 2, lo: 1.5, hi: 3 })).toBe(false);
   });
 
+  it('refuses to pool position grids over prompts of different lengths (head grids are fine)', async () => {
+    const short = { ...pairs[0], clean: pairs[0].clean.slice(1), corrupt: pairs[0].corrupt.slice(1) };
+    await expect(perPairGrids(model, [pairs[0], short], 'resid_pre', ['atp'])).rejects.toThrow(/one token length/);
+    const heads = await perPairGrids(model, [pairs[0], short], 'head_out', ['atp']);
+    expect(heads[0].effect).toHaveLength(2);
+  });
+
   it('does not leak tensors', async () => {
     await perPairGrids(model, pairs.slice(0, 2), 'mlp_out', ['atp']);
     const before = tf.memory().numTensors;

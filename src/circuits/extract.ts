@@ -108,6 +108,39 @@ export function greedyCircuit(model: HookedModel, pairs: PromptPair[], scores: N
   }
 }
 
+export interface AblationCurve {
+  /** Nodes in the order they are kept (score order). */
+  order: NodeScore[];
+  ldFull: number;
+  /** Faithfulness keeping the first `size` nodes (everything else mean-ablated), size 0..n. */
+  points: { size: number; ld: number; fraction: number }[];
+  /** Steps where keeping one more node lowered faithfulness: that node works against the answer once the nodes before it are kept. */
+  drops: { size: number; node: NodeScore; before: number; after: number }[];
+}
+
+/**
+ * Faithfulness for every prefix of the score order, from nothing kept to everything kept — the
+ * curve behind a greedy circuit, including where it is not monotone.
+ */
+export function ablationCurve(model: HookedModel, pairs: PromptPair[], scores: NodeScores, opts: AblationOptions & { by?: RankBy; sizesPerRound?: number } = {}): AblationCurve {
+  const order = rankHeads(scores, opts.by ?? 'abs');
+  const per = Math.max(1, opts.sizesPerRound ?? 8);
+  const values = ablationValues(model, pairs, opts);
+  try {
+    const [ldFull] = evaluateAblations(model, pairs, [[]], values, opts);
+    const points: AblationCurve['points'] = [];
+    for (let start = 0; start <= order.length; start += per) {
+      const sizes = Array.from({ length: Math.min(per, order.length + 1 - start) }, (_, i) => start + i);
+      const lds = evaluateAblations(model, pairs, sizes.map((k) => complement(model, order.slice(0, k), opts)), values, opts);
+      sizes.forEach((size, i) => points.push({ size, ld: lds[i], fraction: lds[i] / ldFull }));
+    }
+    const drops = points.slice(1).flatMap((p, i) => (p.fraction < points[i].fraction ? [{ size: p.size, node: order[p.size - 1], before: points[i].fraction, after: p.fraction }] : []));
+    return { order, ldFull, points, drops };
+  } finally {
+    values.dispose();
+  }
+}
+
 /** A circuit graph whose nodes are the given heads and MLPs (with scores and roles when given). */
 export function circuitGraph(
   heads: readonly (NodeRef & { score?: number })[],

@@ -46,10 +46,11 @@ import type { Agreement, Component, Method, PatchingGrid } from '../patching/typ
 import { allHeads, headId, hookName, isMlp, mean, nodeId, pairBatches, rowMetrics, type HeadRef, type NodeScore } from './common.js';
 import { mlpActivationScores, mlpScoresFromGrid, nodeScoreList } from './node-scores.js';
 import { edgeAttributionPatching, topEdges, eapGraph, type EapResult, type EdgeScore } from './eap.js';
-import { circuitGraph, greedyCircuit, topNHeads, type GreedyResult, type RankBy } from './extract.js';
+import { ablationCurve, circuitGraph, greedyCircuit, topNHeads, type AblationCurve, type GreedyResult, type RankBy } from './extract.js';
 import { ablateHeads, ablationValues, complement, evaluateAblations, faithfulness, type AblationOptions, type AblationResult, type FaithfulnessResult } from './faithfulness.js';
 import { graphToJson, graphToSvg, LOGITS_ID, type CircuitEdge, type CircuitGraph } from './graph.js';
-import { ioiHeadEvidence, rolesFromEvidence, type HeadRole, type IoiEvidence, type IoiEvidenceOptions } from './roles.js';
+import { ioiHeadEvidence, ioiPositions, rolesFromEvidence, type HeadRole, type IoiEvidence, type IoiEvidenceOptions } from './roles.js';
+import { backupNameMoverTest, sInhibitionAttentionTest, type BackupTest, type SInhibitionAttentionTest } from './ioi-classes.js';
 
 export const IOI_COMPONENTS: readonly Component[] = ['resid_pre', 'attn_out', 'mlp_out', 'head_out'];
 export const IOI_METHODS: readonly Method[] = ['activation', 'atp', 'relp'];
@@ -161,6 +162,15 @@ export interface IoiStudyResult {
     result: AblationResult;
   };
   attention: { tokens: string[]; patterns: IoiAttentionPattern[] };
+  /** The IOI paper's intervention tests of circuit classes (ioi-classes.ts). */
+  classes: {
+    /** S-inhibition heads' END output from the corrupted run: the name movers' attention before and after (null without both classes). */
+    sInhibition: SInhibitionAttentionTest | null;
+    /** Name movers mean-ablated: every head's direct effect before and after, and the heads that take over (null without name movers). */
+    backup: BackupTest | null;
+  };
+  /** Faithfulness keeping each prefix of the activation-patching order (all nodes), with the steps where it falls. */
+  curve: AblationCurve;
   /** Conditions under which some numbers are not meaningful (e.g. the model does not do the task). */
   warnings: string[];
   /** Seconds per phase (the caller may add its own, e.g. load). */
@@ -361,6 +371,18 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     values.dispose();
   }
 
+  // ---- 5b. class tests: S-inhibition moves the name movers' attention; backup name movers
+  phase('classes');
+  const roleHeads = (role: string) => roles.filter((r) => r.role === role).map((r) => ({ layer: r.layer, head: r.head }));
+  const movers = roleHeads('name_mover');
+  const inhibitors = roleHeads('s_inhibition').filter((h) => movers.some((m) => m.layer > h.layer));
+  const positions = opts.roles?.positions ?? pairs.map((p, i) => ioiPositions(p, i));
+  const classes: IoiStudyResult['classes'] = {
+    sInhibition: movers.length && inhibitors.length ? sInhibitionAttentionTest(model, pairs, positions, inhibitors, movers) : null,
+    backup: movers.length ? backupNameMoverTest(model, pairs, movers, ablationOpts) : null,
+  };
+  const curve = ablationCurve(model, pairs, nodeScores.activation, { ...ablationOpts, by: rankBy });
+
   // Circuit graph: circuit heads with roles and scores, AtP edges among them and into the logits.
   const inCircuit = new Set(circuitHeads.map((h) => h.id));
   const edges: CircuitEdge[] = [];
@@ -484,6 +506,8 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     topN,
     ablation,
     attention: { tokens, patterns },
+    classes,
+    curve,
     warnings,
     timings: ordered,
     runSeconds: (performance.now() - t0) / 1000,
@@ -583,6 +607,28 @@ export function ioiSummary(r: IoiStudyResult) {
       fractionKept: r6(r.ablation.result.fractionKept),
       kind: r.ablation.result.kind,
     },
+    classes: {
+      sInhibition: r.classes.sInhibition
+        ? {
+            senders: r.classes.sInhibition.senders.map((h) => headId(h.layer, h.head)),
+            shift: r6(r.classes.sInhibition.shift),
+            receivers: r.classes.sInhibition.receivers.map((x) => ({ id: x.id, ioBefore: r6(x.ioBefore), ioAfter: r6(x.ioAfter), sBefore: r6(x.sBefore), sAfter: r6(x.sAfter) })),
+          }
+        : null,
+      backup: r.classes.backup
+        ? {
+            ablated: r.classes.backup.ablated.map((h) => headId(h.layer, h.head)),
+            ldBefore: r6(r.classes.backup.ldBefore),
+            ldAfter: r6(r.classes.backup.ldAfter),
+            backup: r.classes.backup.backup.map((h) => ({ id: headId(h.layer, h.head), growth: r6(h.score), before: r6(r.classes.backup!.before[h.layer][h.head]), after: r6(r.classes.backup!.after[h.layer][h.head]) })),
+          }
+        : null,
+    },
+    ablationCurve: {
+      order: r.curve.order.map((n) => nodeId(n)),
+      points: r.curve.points.map((x) => ({ size: x.size, ld: r6(x.ld), fraction: r6(x.fraction) })),
+      drops: r.curve.drops.map((d) => ({ size: d.size, node: nodeId(d.node), before: r6(d.before), after: r6(d.after), directEffect: isMlp(d.node) ? null : r6(r.evidence.directEffect[d.node.layer][d.node.head]) })),
+    },
     warnings: r.warnings,
     timings: Object.fromEntries(Object.entries(r.timings).map(([k, v]) => [k, r4(v)])),
     /** The study itself (runIoiCircuitStudy). */
@@ -657,8 +703,30 @@ export function formatIoiSummary(r: IoiStudyResult): string {
   const a = r.ablation;
   out.push('', `Ablating the circuit's answer-writing heads (${BASIS_TEXT[a.basis]}): ${headList(a.heads)}`);
   out.push(`  LD ${f3(a.result.ldBefore)} → ${f3(a.result.ldAfter)} (drop ${f3(a.result.drop)}, keeps ${pct(a.result.fractionKept)})`);
+  out.push('', ...classLines(r));
   out.push('', 'Timings (s):', textTable(['phase', 'seconds'], Object.entries(r.timings).map(([k, v]) => [k, v.toFixed(2)]), [false, true]));
   return out.join('\n');
+}
+
+/** The class tests and the ablation curve's non-monotone steps, in plain words. */
+function classLines(r: IoiStudyResult): string[] {
+  const out: string[] = [];
+  const si = r.classes.sInhibition;
+  if (si) {
+    out.push(`S-inhibition test: the END output of ${si.senders.map((h) => headId(h.layer, h.head)).join(', ')} taken from the corrupted prompts shifts the name movers' attention (S − IO) by ${f3(si.shift)} (> 0: they steer attention away from S)`);
+    for (const x of si.receivers) out.push(`  ${x.id}: to IO ${f3(x.ioBefore)} → ${f3(x.ioAfter)}, to S ${f3(x.sBefore)} → ${f3(x.sAfter)}`);
+  } else out.push('S-inhibition test: not run (needs both name movers and S-inhibition heads before them)');
+  const b = r.classes.backup;
+  if (b) {
+    out.push(`Backup test: mean-ablating the name movers ${b.ablated.map((h) => headId(h.layer, h.head)).join(', ')} takes LD ${f3(b.ldBefore)} → ${f3(b.ldAfter)}; heads whose direct effect grows: ${b.backup.length ? b.backup.map((h) => `${headId(h.layer, h.head)} (+${f3(h.score)})`).join(', ') : 'none'}`);
+  } else out.push('Backup test: not run (no name movers found)');
+  const drops = r.curve.drops;
+  out.push(
+    drops.length
+      ? `Ablation curve (keeping nodes in activation-patching order): not monotone at ${drops.map((d) => `${nodeId(d.node)} (${pct(d.before)} → ${pct(d.after)}${isMlp(d.node) ? '' : `, direct effect ${f3(r.evidence.directEffect[d.node.layer][d.node.head])}`})`).join(', ')} — keeping a node that writes against the answer (positive direct effect) or whose input is ablated lowers the logit difference`
+      : 'Ablation curve (keeping nodes in activation-patching order): monotone',
+  );
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -848,6 +916,18 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
       `<tr><td>${escapeHtml(r.ablation.heads.map((h) => h.id).join(', '))}</td>${num(a.ldBefore)}${num(a.ldAfter)}${num(a.drop)}${num(a.fractionKept)}</tr>`,
     ]),
   );
+
+  p.push('<h3>Ablation curve (all nodes)</h3>');
+  p.push('<p class="note">Faithfulness keeping the first k nodes in activation-patching order, everything else ablated. Where keeping one more node lowers it, that node writes against the answer (e.g. a negative name mover) or relies on inputs that are still ablated — why a larger circuit can keep less than a smaller one.</p>');
+  p.push(
+    table('ablation-curve', ['nodes kept', 'last node added', 'fraction', 'falls'], r.curve.points.map((c) => {
+      const node = c.size > 0 ? nodeId(r.curve.order[c.size - 1]) : '—';
+      const falls = r.curve.drops.some((d) => d.size === c.size);
+      return `<tr><td class="num">${c.size}</td><td>${escapeHtml(node)}</td>${num(c.fraction)}<td>${falls ? 'yes' : ''}</td></tr>`;
+    })),
+  );
+  p.push('<h2>Circuit classes by intervention</h2>');
+  for (const line of classLines(r)) p.push(`<p class="note">${escapeHtml(line)}</p>`);
 
   p.push('<h2>Attention patterns of the key heads</h2>');
   p.push('<p class="note">On the example clean prompt; rows are query positions, columns key positions.</p>');

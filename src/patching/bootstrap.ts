@@ -46,6 +46,9 @@ export async function perPairGrids(
         const own: GridOptions = method === 'relp' ? { rules: opts.grid?.rules } : method === 'atp' ? { qkFix: opts.grid?.qkFix } : {};
         const g = await session.gridAsync(component, method, own);
         const gap = g.ld_clean - g.ld_corrupt;
+        if (n > 0 && g.shape.join() !== out[i].shape.join()) {
+          fail(`bootstrap: pair ${n + 1}'s ${component} grid is [${g.shape.join(', ')}], pair 1's [${out[i].shape.join(', ')}] — grids over positions need prompts of one token length`);
+        }
         out[i].shape = g.shape;
         out[i].effect.push(flattenScores(g.scores).map((v) => v * gap));
         out[i].gap.push(gap);

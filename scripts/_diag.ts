@@ -1,0 +1,34 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { StagedModel } from '../src/hooks/staged-model.js';
+import { CausalLmGraph } from '../src/models/graph.js';
+import { readSafetensors } from '../src/io/safetensors.js';
+import { gpt2Config, gpt2Weights } from '../src/models/families/gpt2.js';
+import { gpt2ConfigJson, gpt2HfTensors } from '../src/training/gpt2-checkpoint.js';
+import { bpeTokenizerFiles, trainBpe } from '../src/tokenizers/bpe-trainer.js';
+import { loadHfTokenizer } from '../src/tokenizers/hf-tokenizer.js';
+import { initBackend } from '../src/backend/index.js';
+import * as tf from '@tensorflow/tfjs';
+import { deepEvalSets } from '../datasets/ioi-deep-eval.js';
+await initBackend();
+const ck = process.argv[2];
+const bpe = trainBpe((await import('../datasets/ioi-deep-corpus.js')).bpeTrainingTexts(), 2048);
+const { tokenizerJson, tokenizerConfig } = bpeTokenizerFiles(bpe.vocab, bpe.merges);
+const dir = fs.mkdtempSync('/tmp/diag-');
+fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
+fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
+const tok = (await loadHfTokenizer(dir))!;
+const w = readSafetensors(path.join(ck, 'weights.safetensors'));
+const H = Number(process.argv[3] ?? 4);
+const shape = { nLayers: 6, dModel: 64, nHeads: H, dMlp: 256, nCtx: 64, dVocab: 2048 };
+const cfg = gpt2Config(gpt2ConfigJson(shape), 'diag');
+const model = new StagedModel(new CausalLmGraph(cfg), gpt2Weights(cfg, gpt2HfTensors(w.tensors, 6), 'train'), tok, 'diag');
+console.log('step', w.metadata.step);
+const sets = deepEvalSets(tok, 20);
+for (const p of sets.heldOutTemplates.slice(0, 4)) {
+  const ids = tok.encode(p.clean);
+  const l = model.run([ids], { finalPositionOnly: true });
+  const v = Array.from(l.dataSync()); l.dispose();
+  const top = v.map((x, i) => [x, i]).sort((a, b) => b[0] - a[0]).slice(0, 5).map(([x, i]) => `${JSON.stringify(tok.decode([i]))} ${x.toFixed(1)}`);
+  console.log(p.clean, '| IO', p.io, 'S', p.s, '→', top.join(', '));
+}
