@@ -138,6 +138,15 @@ describe('IOI circuit study on the shipped model', () => {
     for (const k of ['accuracy', 'meanLogitDiff', 'ldCorrupt', 'runSeconds', 'totalSeconds']) expect(finite(summary[k]), k).toBe(true);
     expect(summary.agreement).toHaveLength(8);
     for (const a of summary.agreement) for (const k of ['pearson', 'spearman', 'relL2', 'slope', 'topKOverlap', 'k']) expect(finite(a[k]), `${a.component}/${a.method} ${k}`).toBe(true);
+    expect(summary.conservation.map((c: { rules: string[] }) => c.rules.at(-1))).toEqual(['Half', 'AH', 'AttnHalf']);
+    for (const c of summary.conservation) expect(finite(c.input)).toBe(true);
+    // The ablation curve runs from nothing kept to every node kept (= the full model).
+    const pts = summary.ablationCurve.points;
+    expect(pts[0].size).toBe(0);
+    expect(pts.at(-1).size).toBe(summary.ablationCurve.order.length);
+    expect(Math.abs(pts.at(-1).fraction - 1)).toBeLessThan(1e-4);
+    for (const d of summary.ablationCurve.drops) expect(d.after).toBeLessThan(d.before);
+    expect(summary.classes).toHaveProperty('backup');
     for (const k of ['fraction', 'normalized', 'ldFull', 'ldCircuit', 'ldAblated', 'size']) expect(finite(summary.circuit.faithfulness[k]), k).toBe(true);
     for (const k of ['ldBefore', 'ldAfter', 'drop', 'fractionKept']) expect(finite(summary.ablation[k]), k).toBe(true);
     expect(summary.circuit.heads.map((h: { id: string }) => h.id)).toEqual(result.circuit.heads.map((h) => h.id));

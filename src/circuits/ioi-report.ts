@@ -49,6 +49,8 @@ import { edgeAttributionPatching, topEdges, eapGraph, type EapResult, type EdgeS
 import { ablationCurve, circuitGraph, greedyCircuit, topNHeads, type AblationCurve, type GreedyResult, type RankBy } from './extract.js';
 import { ablateHeads, ablationValues, complement, evaluateAblations, faithfulness, type AblationOptions, type AblationResult, type FaithfulnessResult } from './faithfulness.js';
 import { graphToJson, graphToSvg, LOGITS_ID, type CircuitEdge, type CircuitGraph } from './graph.js';
+import { relevanceConservation, type Conservation } from '../patching/conservation.js';
+import { DEFAULT_RELP_RULES, type RelpRule } from '../models/grad-rules.js';
 import { ioiHeadEvidence, ioiPositions, rolesFromEvidence, type HeadRole, type IoiEvidence, type IoiEvidenceOptions } from './roles.js';
 import { backupNameMoverTest, sInhibitionAttentionTest, type BackupTest, type SInhibitionAttentionTest } from './ioi-classes.js';
 
@@ -171,6 +173,8 @@ export interface IoiStudyResult {
   };
   /** Faithfulness keeping each prefix of the activation-patching order (all nodes), with the steps where it falls. */
   curve: AblationCurve;
+  /** RelP conservation on the first pair for the rules the study uses and for each attention rule. */
+  conservation: Conservation[];
   /** Conditions under which some numbers are not meaningful (e.g. the model does not do the task). */
   warnings: string[];
   /** Seconds per phase (the caller may add its own, e.g. load). */
@@ -382,6 +386,8 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     backup: movers.length ? backupNameMoverTest(model, pairs, movers, ablationOpts) : null,
   };
   const curve = ablationCurve(model, pairs, nodeScores.activation, { ...ablationOpts, by: rankBy });
+  const ruleSets: RelpRule[][] = [[...DEFAULT_RELP_RULES], [...DEFAULT_RELP_RULES, 'AH'], [...DEFAULT_RELP_RULES, 'AttnHalf']];
+  const conservation = ruleSets.map((rules) => relevanceConservation(model, pairs[0].clean, pairs[0].answer, pairs[0].wrong, rules));
 
   // Circuit graph: circuit heads with roles and scores, AtP edges among them and into the logits.
   const inCircuit = new Set(circuitHeads.map((h) => h.id));
@@ -508,6 +514,7 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     attention: { tokens, patterns },
     classes,
     curve,
+    conservation,
     warnings,
     timings: ordered,
     runSeconds: (performance.now() - t0) / 1000,
@@ -624,6 +631,7 @@ export function ioiSummary(r: IoiStudyResult) {
           }
         : null,
     },
+    conservation: r.conservation.map((c) => ({ rules: c.rules, input: r6(c.input), perCut: c.perCut.map((x) => ({ hook: x.hook, ratio: r6(x.ratio) })) })),
     ablationCurve: {
       order: r.curve.order.map((n) => nodeId(n)),
       points: r.curve.points.map((x) => ({ size: x.size, ld: r6(x.ld), fraction: r6(x.fraction) })),
@@ -682,6 +690,7 @@ export function formatIoiSummary(r: IoiStudyResult): string {
   out.push(`accuracy ${pct(r.score.accuracy)}, mean logit difference ${f3(r.score.meanLogitDiff)} (corrupt ${f3(r.ldCorrupt)})`);
   for (const w of r.warnings) out.push(`warning: ${w}`);
   out.push('', 'Agreement with activation patching:', formatAgreementTable(r.patching.agreement));
+  out.push('', `RelP conservation (Σ relevance at the input / LD, first pair): ${r.conservation.map((c) => `${c.rules.join('+')} ${f3(c.input)}`).join('; ')}`);
   out.push('', 'Head roles:');
   if (r.roles.length === 0) out.push('  (none above the thresholds)');
   else out.push(textTable(['role', 'head', 'score'], r.roles.map((x) => [x.role, headId(x.layer, x.head), f3(x.score)]), [false, false, true]));
@@ -865,6 +874,10 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
       r.patching.agreement.map((x) => `<tr><td>${escapeHtml(x.component)}</td><td>${escapeHtml(x.method)}</td>${num(x.pearson)}${num(x.spearman)}${num(x.relL2)}${num(x.slope)}${num(x.topKOverlap)}<td class="num">${x.k}</td></tr>`),
     ),
   );
+
+  p.push('<h3>RelP relevance conservation</h3>');
+  p.push('<p class="note">Σ over the residual stream of activation × RelP gradient of the logit difference, over the logit difference, on the first pair (1 = conserved; exact only with AH on a model without biases).</p>');
+  p.push(table('conservation', ['rules', 'at the input', 'range over residual cuts'], r.conservation.map((c) => `<tr><td>${escapeHtml(c.rules.join(', '))}</td>${num(c.input, 4)}<td class="num">${Math.min(...c.perCut.map((x) => x.ratio)).toFixed(4)} … ${Math.max(...c.perCut.map((x) => x.ratio)).toFixed(4)}</td></tr>`)));
 
   p.push('<h2>Head roles</h2>');
   p.push(
