@@ -140,3 +140,12 @@ export function deepTrainingBatch(encode: (text: string) => number[], bos: numbe
   }
   return ids;
 }
+
+/**
+ * Whether a tokenizer is the deep IOI model's: its held-out names are single tokens but most
+ * never-seen names are not (a word-level tokenizer over every name knows both).
+ */
+export function isDeepIoiTokenizer(tok: { encode(text: string, opts?: { addSpecialTokens?: boolean }): number[] }): boolean {
+  const single = (n: string) => tok.encode(' ' + n, { addSpecialTokens: false }).length === 1;
+  return DEEP_NAMES.otherTextOnly.every(single) && DEEP_NAMES.unseen.filter(single).length < DEEP_NAMES.unseen.length / 2;
+}

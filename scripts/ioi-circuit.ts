@@ -15,12 +15,12 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateIoiPrompts } from '../datasets/ioi.js';
 import { IOI_MODEL_SPLIT } from '../datasets/ioi-corpus.js';
-import { DEEP_NAMES, DEEP_SPLIT } from '../datasets/ioi-deep-corpus.js';
+import { DEEP_NAMES, DEEP_SPLIT, isDeepIoiTokenizer } from '../datasets/ioi-deep-corpus.js';
 import { fail, HooklensError } from '../src/errors.js';
 import { parseOptions, parsePositiveInt } from '../src/cli/args.js';
 import { progressBar, type Progress } from '../src/cli/progress.js';
 import { loadModel } from '../src/models/load.js';
-import { formatIoiSummary, namesKnownTo, runIoiCircuitStudy, writeIoiReport } from '../src/circuits/ioi-report.js';
+import { formatIoiSummary, ioiTransferCheck, namesKnownTo, runIoiCircuitStudy, writeIoiReport } from '../src/circuits/ioi-report.js';
 import { ioiProbingPrompts, runIoiProbing } from '../src/circuits/ioi-probing.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -84,8 +84,10 @@ async function main(argv: string[]): Promise<void> {
     if (!model.tokenizer) fail(`${modelSpec}: the model has no tokenizer; IOI prompts are text`);
     // The deep IOI model: its held-out names × held-out templates (only templates that open with
     // a word, so that every name is a " Name" token). Any other model: the shipped model's split.
-    const deep = DEEP_NAMES.otherTextOnly.every((x) => model.tokenizer!.encode(' ' + x, { addSpecialTokens: false }).length === 1);
-    const split = deep ? { names: DEEP_NAMES.otherTextOnly, templates: DEEP_SPLIT.heldOutTemplates.filter((t) => !t.startsWith('[')), places: DEEP_SPLIT.train.places, objects: DEEP_SPLIT.train.objects } : IOI_MODEL_SPLIT.test;
+    const deep = isDeepIoiTokenizer(model.tokenizer!);
+    // The circuit is found without the distractor templates; the transfer check below uses them.
+    const heldOut = DEEP_SPLIT.heldOutTemplates.filter((t) => !t.startsWith('['));
+    const split = deep ? { names: DEEP_NAMES.otherTextOnly, templates: heldOut.filter((t) => !t.includes('[D]')), places: DEEP_SPLIT.train.places, objects: DEEP_SPLIT.train.objects } : IOI_MODEL_SPLIT.test;
     const names = namesKnownTo(model.tokenizer, split.names);
     if (names.length < split.names.length) {
       const unknown = split.names.filter((x) => !names.includes(x));
@@ -109,6 +111,11 @@ async function main(argv: string[]): Promise<void> {
     // Probes need more prompts per class than patching: their own prompt set, over fewer names.
     const probePrompts = ioiProbingPrompts(model, { ...split, names }, { n: probeN, seed: seed + 1 });
     result.probing = await timed('probing', () => runIoiProbing(model, probePrompts));
+    // The circuit on prompts it was not found on: another seed, and for the deep model the
+    // held-out template whose latest name is a distractor.
+    const other = deep ? { ...split, templates: heldOut.filter((t) => t.includes('[D]')) } : split;
+    const transferPrompts = generateIoiPrompts({ ...other, names, n, seed: seed + 1000, tokenizer: model.tokenizer!, requireSameLength: true });
+    result.transfer = await timed('transfer', () => ioiTransferCheck(model, result, transferPrompts, deep ? 'held-out distractor template, another seed' : 'another seed'));
     // Caller phases first, then the study's.
     result.timings = { ...timings, ...result.timings };
     say('report…');

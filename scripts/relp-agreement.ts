@@ -27,7 +27,7 @@ import { COMPONENT_NAMES } from '../src/patching/sites.js';
 import type { Component, Method } from '../src/patching/types.js';
 import type { RelpRule } from '../src/models/grad-rules.js';
 import { generateIoiPrompts, type IoiPrompt } from '../datasets/ioi.js';
-import { DEEP_NAMES, DEEP_SPLIT } from '../datasets/ioi-deep-corpus.js';
+import { DEEP_NAMES, DEEP_SPLIT, isDeepIoiTokenizer } from '../datasets/ioi-deep-corpus.js';
 import { evaluateIoi } from '../datasets/ioi-eval.js';
 import { fail } from '../src/errors.js';
 import { pronounPairs } from '../datasets/pronoun-task.js';
@@ -61,7 +61,7 @@ const out = values.out ?? 'relp-agreement.json';
 const model = await loadModel(modelPath);
 const tok = model.tokenizer ?? fail(`${modelPath}: the model has no tokenizer`);
 // The deep IOI model knows its corpus's held-out names as single tokens; other models get the simple preset.
-const deep = DEEP_NAMES.otherTextOnly.every((n) => tok.encode(' ' + n, { addSpecialTokens: false }).length === 1);
+const deep = isDeepIoiTokenizer(tok);
 const task = values.task ?? 'ioi';
 if (task !== 'ioi' && task !== 'pronoun') fail(`--task must be ioi or pronoun, got '${task}'`);
 const prompts: IoiPrompt[] = task === 'pronoun' ? [] : deep

@@ -183,6 +183,31 @@ export interface IoiStudyResult {
   runSeconds: number;
   /** Linear probes for the IO's identity per layer and role (attached by the caller; optional). */
   probing?: IoiProbingResult;
+  /** The circuit re-checked on prompts it was not found on (attached by the caller; optional). */
+  transfer?: IoiTransferCheck;
+}
+
+export interface IoiTransferCheck {
+  /** What the prompts are (e.g. other templates). */
+  label: string;
+  nPairs: number;
+  score: IoiScore;
+  /** The study's circuit, mean-ablated around, on these prompts. */
+  faithfulness: FaithfulnessResult;
+  /** The name movers' (or answer writers') ablation on these prompts. */
+  ablation: AblationResult;
+}
+
+/** Faithfulness of `r`'s circuit and its answer-head ablation on other prompts (same-length pairs). */
+export function ioiTransferCheck(model: HookedModel, r: IoiStudyResult, prompts: readonly IoiPrompt[], label: string, ablation: AblationOptions = {}): IoiTransferCheck {
+  const pairs = ioiPromptPairs(model, prompts);
+  return {
+    label,
+    nPairs: pairs.length,
+    score: evaluateIoi(model, [...prompts]),
+    faithfulness: faithfulness(model, pairs, r.circuit.heads, ablation),
+    ablation: ablateHeads(model, pairs, r.ablation.heads, ablation),
+  };
 }
 
 function isTextPrompts(xs: readonly IoiPrompt[] | readonly PromptPair[]): xs is readonly IoiPrompt[] {
@@ -631,6 +656,18 @@ export function ioiSummary(r: IoiStudyResult) {
           }
         : null,
     },
+    ...(r.transfer
+      ? {
+          transfer: {
+            label: r.transfer.label,
+            nPairs: r.transfer.nPairs,
+            accuracy: r6(r.transfer.score.accuracy),
+            meanLogitDiff: r6(r.transfer.score.meanLogitDiff),
+            faithfulness: faithJson(r.transfer.faithfulness),
+            ablation: { ldBefore: r6(r.transfer.ablation.ldBefore), ldAfter: r6(r.transfer.ablation.ldAfter), fractionKept: r6(r.transfer.ablation.fractionKept) },
+          },
+        }
+      : {}),
     conservation: r.conservation.map((c) => ({ rules: c.rules, input: r6(c.input), perCut: c.perCut.map((x) => ({ hook: x.hook, ratio: r6(x.ratio) })) })),
     ablationCurve: {
       order: r.curve.order.map((n) => nodeId(n)),
@@ -713,6 +750,10 @@ export function formatIoiSummary(r: IoiStudyResult): string {
   out.push('', `Ablating the circuit's answer-writing heads (${BASIS_TEXT[a.basis]}): ${headList(a.heads)}`);
   out.push(`  LD ${f3(a.result.ldBefore)} → ${f3(a.result.ldAfter)} (drop ${f3(a.result.drop)}, keeps ${pct(a.result.fractionKept)})`);
   out.push('', ...classLines(r));
+  if (r.transfer) {
+    const t = r.transfer;
+    out.push('', `On prompts the circuit was not found on (${t.label}, ${t.nPairs} pairs): accuracy ${pct(t.score.accuracy)}, LD ${f3(t.score.meanLogitDiff)}; the circuit keeps ${pct(t.faithfulness.fraction)}; ablating ${headList(r.ablation.heads)} keeps ${pct(t.ablation.fractionKept)}`);
+  }
   out.push('', 'Timings (s):', textTable(['phase', 'seconds'], Object.entries(r.timings).map(([k, v]) => [k, v.toFixed(2)]), [false, true]));
   return out.join('\n');
 }
@@ -941,6 +982,15 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
   );
   p.push('<h2>Circuit classes by intervention</h2>');
   for (const line of classLines(r)) p.push(`<p class="note">${escapeHtml(line)}</p>`);
+  if (r.transfer) {
+    const t = r.transfer;
+    p.push('<h3>On prompts the circuit was not found on</h3>');
+    p.push(
+      table('transfer', ['prompts', 'pairs', 'accuracy', 'LD', 'circuit keeps', 'answer heads ablated keep'], [
+        `<tr><td>${escapeHtml(t.label)}</td><td class="num">${t.nPairs}</td>${num(t.score.accuracy)}${num(t.score.meanLogitDiff)}${num(t.faithfulness.fraction)}${num(t.ablation.fractionKept)}</tr>`,
+      ]),
+    );
+  }
 
   p.push('<h2>Attention patterns of the key heads</h2>');
   p.push('<p class="note">On the example clean prompt; rows are query positions, columns key positions.</p>');
