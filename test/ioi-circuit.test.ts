@@ -9,7 +9,7 @@ import { loadModel } from '../src/models/load.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { graphFromJson } from '../src/circuits/graph.js';
 import { isMlp } from '../src/circuits/common.js';
-import { formatAgreementTable, namesKnownTo, runIoiCircuitStudy, writeIoiReport, type IoiStudyResult } from '../src/circuits/ioi-report.js';
+import { formatAgreementTable, ioiTransferCheck, namesKnownTo, runIoiCircuitStudy, writeIoiReport, type IoiStudyResult } from '../src/circuits/ioi-report.js';
 
 // The shipped IOI model (datasets/ioi-gpt2, trained by scripts/train-ioi-model.ts).
 const MODEL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../datasets/ioi-gpt2');
@@ -50,6 +50,18 @@ describe('IOI circuit study on the shipped model', () => {
     expect(text.split('\n')).toHaveLength(2 + 8);
     expect(text).toMatch(/^component\s+method\s+Pearson\s+Spearman\s+rel. L2\s+slope\s+top-k\s+k$/m);
     expect(phases).toEqual(['evaluate', 'patching', 'roles', 'eap', 'circuit', 'ablation', 'classes', 'attention']);
+  });
+
+  it('transfer check: on the prompts the circuit was found on it reproduces the study; on another seed it is recomputed', () => {
+    const names = namesKnownTo(model.tokenizer!, IOI_MODEL_SPLIT.test.names);
+    const same = generateIoiPrompts({ ...IOI_MODEL_SPLIT.test, names, n: 16, seed: 0, tokenizer: model.tokenizer!, requireSameLength: true });
+    const t = ioiTransferCheck(model, result, same, 'same prompts');
+    expect(Math.abs(t.faithfulness.fraction - result.circuit.faithfulness.fraction)).toBeLessThan(1e-6);
+    expect(Math.abs(t.ablation.fractionKept - result.ablation.result.fractionKept)).toBeLessThan(1e-6);
+    const other = generateIoiPrompts({ ...IOI_MODEL_SPLIT.test, names, n: 16, seed: 99, tokenizer: model.tokenizer!, requireSameLength: true });
+    const u = ioiTransferCheck(model, result, other, 'another seed');
+    expect(u.nPairs).toBe(16);
+    expect(u.faithfulness.fraction).not.toBe(t.faithfulness.fraction);
   });
 
   it('finds a circuit that keeps ≥ 80 % of the logit difference under mean ablation with a minority of the heads', () => {
