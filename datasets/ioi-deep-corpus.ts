@@ -5,8 +5,8 @@
  *   distractor name [D] after S2 (there the most recent name is neither IO nor S), each in both
  *   name orders (BABA and ABBA). A quarter of each family is held out of training.
  * - Names in three groups: IOI training names; names held out of IOI but seen in other text (their
- *   embeddings are trained); names never seen anywhere (not even by the BPE trainer, so they are
- *   new token sequences).
+ *   embeddings are trained); names in no generated document (a few, like Sarah, occur in the
+ *   stories text), so most are new token sequences for the BPE tokenizer.
  * - Plain language: sentences of the stories corpus (train split), filler sentences with names,
  *   and lists of names said twice (copying from context, which name movers reuse).
  */
@@ -62,6 +62,38 @@ export const DEEP_SPLIT: { train: IoiVocabulary; heldOutTemplates: string[]; pap
   ownHeldOut: both(DEEP_HELD_OUT_BABA),
 };
 
+/**
+ * A template grammar for more variety than fixed templates (training only): an opening clause with
+ * the pair, 0–2 middle sentences (some with a distractor [D] in a role that is not a recipient),
+ * and a closing clause in which S2 acts on the IO, with many verbs. Never yields a held-out template.
+ */
+const OPENERS = [
+  'Then, [B] and [A] went to the [PLACE].',
+  'Yesterday, [B] and [A] met at the [PLACE].',
+  'After school, [B] and [A] walked to the [PLACE].',
+  'One day, [B] and [A] played at the [PLACE].',
+  'In the morning, [B] and [A] visited the [PLACE].',
+  'Last week, [B] and [A] had lunch at the [PLACE].',
+  'When [B] and [A] got to the [PLACE], it was late.',
+  'Friends [B] and [A] found a [OBJECT] at the [PLACE].',
+];
+const MIDDLES = ['It was a sunny day.', 'The [PLACE] was very busy.', 'Everyone was happy.', '[D] had already left.', '[D] waved from the street.', 'They talked for a long time.', 'Nobody else was there.'];
+const CLOSERS_SUBJECT = ['[B]', 'Later, [B]', 'Then [B]', 'After a while, [B]', '[B], who had met [D] before,', 'Before leaving, [B]', '[B] said goodbye to [D] and'];
+const CLOSERS_VERB = ['gave a [OBJECT] to', 'handed the [OBJECT] to', 'passed a [OBJECT] to', 'threw the [OBJECT] to', 'sent a [OBJECT] to', 'offered a [OBJECT] to', 'sold the [OBJECT] to', 'showed the [OBJECT] to', 'talked to', 'waved to', 'wrote a letter to', 'gave it to'];
+
+export function composeTemplate(rand: () => number): string {
+  const heldOut = new Set([...DEEP_SPLIT.heldOutTemplates]);
+  for (;;) {
+    const middles = Array.from({ length: Math.floor(rand() * 3) }, () => pick(MIDDLES, rand)).filter((m, i, xs) => xs.indexOf(m) === i);
+    let t = [pick(OPENERS, rand), ...middles, `${pick(CLOSERS_SUBJECT, rand)} ${pick(CLOSERS_VERB, rand)}`].join(' ');
+    // At most one distractor sentence/role: keep the first [D].
+    const first = t.indexOf('[D]');
+    if (first >= 0) t = t.slice(0, first + 3) + t.slice(first + 3).replaceAll(/ ?\[D\][^.]*\./g, '').replaceAll('[D]', 'someone');
+    if (rand() < 0.5) t = swapFirstMentions(t);
+    if (!heldOut.has(t)) return t;
+  }
+}
+
 function pick<T>(xs: readonly T[], rand: () => number): T {
   return xs[Math.floor(rand() * xs.length)];
 }
@@ -93,13 +125,15 @@ export type DocumentKind = 'ioi' | 'story' | 'filler' | 'names';
 export const DEEP_MIX: Record<DocumentKind, number> = { ioi: 0.5, story: 0.25, filler: 0.15, names: 0.1 };
 
 /** One training document (text only; the IOI sentence includes its answer). */
-export function sampleDeepDocument(rand: () => number, mix: Record<DocumentKind, number> = DEEP_MIX): { kind: DocumentKind; text: string } {
+export function sampleDeepDocument(rand: () => number, mix: Record<DocumentKind, number> = DEEP_MIX, compose = 0): { kind: DocumentKind; text: string } {
   const u = rand();
   const seen = [...DEEP_NAMES.ioi, ...DEEP_NAMES.otherTextOnly];
   if (u < mix.ioi) {
     const { train } = DEEP_SPLIT;
     const [io, s, d] = distinct(train.names, 3, rand);
-    const { clean } = fillTemplate(pick(train.templates, rand), { io, s, c: s, d, place: pick(train.places, rand), object: pick(train.objects, rand) });
+    // With probability `compose` a template from the grammar (no draw at all when compose = 0).
+    const template = compose > 0 && rand() < compose ? composeTemplate(rand) : pick(train.templates, rand);
+    const { clean } = fillTemplate(template, { io, s, c: s, d, place: pick(train.places, rand), object: pick(train.objects, rand) });
     return { kind: 'ioi', text: `${clean} ${io}.` };
   }
   if (u < mix.ioi + mix.story) {
@@ -130,12 +164,12 @@ export function bpeTrainingTexts(n = 30000, seed = 5): string[] {
  * Batch `step` of the training stream: `batch` rows of T ids, each BOS + documents separated by
  * BOS, cut at T. Depends only on (seed, step), so resuming is exact.
  */
-export function deepTrainingBatch(encode: (text: string) => number[], bos: number, seed: number, step: number, batch: number, T: number, mix: Record<DocumentKind, number> = DEEP_MIX): Int32Array {
+export function deepTrainingBatch(encode: (text: string) => number[], bos: number, seed: number, step: number, batch: number, T: number, mix: Record<DocumentKind, number> = DEEP_MIX, compose = 0): Int32Array {
   const rand = mulberry32((seed * 1_000_003 + step) >>> 0);
   const ids = new Int32Array(batch * T);
   for (let b = 0; b < batch; b++) {
     const row: number[] = [];
-    while (row.length < T) row.push(bos, ...encode(sampleDeepDocument(rand, mix).text));
+    while (row.length < T) row.push(bos, ...encode(sampleDeepDocument(rand, mix, compose).text));
     ids.set(row.slice(0, T), b * T);
   }
   return ids;

@@ -24,12 +24,12 @@ import { formatIoiSummary, ioiTransferCheck, namesKnownTo, runIoiCircuitStudy, w
 import { ioiProbingPrompts, runIoiProbing } from '../src/circuits/ioi-probing.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DEFAULT_MODEL = path.join(REPO, 'datasets', 'ioi-gpt2-deep');
+const DEFAULT_MODEL = path.join(REPO, 'datasets', 'ioi-gpt2');
 
 const USAGE = `usage: npx tsx scripts/ioi-circuit.ts [--model PATH] [--n 32] [--seed 0] [--out ioi-report] [--json] [--target 0.8]
 
-  --model PATH   model directory (default datasets/ioi-gpt2-deep, the shipped IOI model; datasets/ioi-gpt2
-                 is the earlier 3-layer one; e.g. GPT-2 small works too)
+  --model PATH   model directory (default datasets/ioi-gpt2, the shipped IOI model; a model trained by
+                 scripts/train-ioi-deep.ts gets that corpus's held-out prompts; e.g. GPT-2 small works too)
   --n N          number of held-out IOI prompt pairs (default 32; all share one token length)
   --seed S       prompt seed (default 0)
   --out DIR      report directory (default ioi-report): index.html, circuit.json, circuit.svg, summary.json
@@ -61,7 +61,7 @@ async function main(argv: string[]): Promise<void> {
   const out = values.out ?? 'ioi-report';
   const modelSpec = values.model ?? DEFAULT_MODEL;
   if (values.model === undefined && !fs.existsSync(DEFAULT_MODEL)) {
-    fail(`${path.relative(process.cwd(), DEFAULT_MODEL) || DEFAULT_MODEL}: the shipped IOI model is missing (train it with scripts/train-ioi-deep.ts, or pass --model PATH)`);
+    fail(`${path.relative(process.cwd(), DEFAULT_MODEL) || DEFAULT_MODEL}: the shipped IOI model is missing (train it with scripts/train-ioi-model.ts, or pass --model PATH)`);
   }
 
   const interactive = !!process.stderr.isTTY && !process.env.CI;

@@ -1,11 +1,12 @@
 /**
- * Train the deeper IOI model that ships in datasets/ioi-gpt2-deep: GPT-2 architecture, a
+ * Train the deeper IOI model meant for datasets/ioi-gpt2-deep (not shipped yet: 5000 steps do not
+ * reach the held-out bar; see README, "IOI"): GPT-2 architecture, a
  * byte-level BPE tokenizer trained on its own corpus, and a corpus that defeats positional
  * shortcuts (datasets/ioi-deep-corpus.ts). Seeded and deterministic (single-threaded wasm
  * kernels, data drawn from (seed, step)), resumable from an atomic checkpoint, interruptible
  * (Ctrl-C saves).
  *
- *   npx tsx scripts/train-ioi-deep.ts [--steps 6000] [--out datasets/ioi-gpt2-deep] [--checkpoint DIR]
+ *   npx tsx scripts/train-ioi-deep.ts [--steps 5000] [--out datasets/ioi-gpt2-deep] [--checkpoint DIR]
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,7 +28,7 @@ import { evaluateIoi } from '../datasets/ioi-eval.js';
 
 const { values } = parseArgs({
   options: {
-    steps: { type: 'string', default: '6000' },
+    steps: { type: 'string', default: '5000' },
     out: { type: 'string', default: 'datasets/ioi-gpt2-deep' },
     checkpoint: { type: 'string', default: '.ioi-deep-checkpoint' },
     seed: { type: 'string', default: '0' },
@@ -40,6 +41,8 @@ const { values } = parseArgs({
     lr: { type: 'string', default: '2e-3' },
     'eval-every': { type: 'string', default: '250' },
     'p-ioi': { type: 'string', default: String(DEEP_MIX.ioi) },
+    // Fraction of IOI sentences from the template grammar (composeTemplate) instead of the fixed templates.
+    compose: { type: 'string', default: '0.5' },
   },
 });
 const STEPS = Number(values.steps);
@@ -52,6 +55,7 @@ const WARMUP = 300;
 // Documents: IOI sentences with probability p-ioi; the rest keep DEEP_MIX's proportions.
 const P_IOI = Number(values['p-ioi']);
 const restScale = (1 - P_IOI) / (1 - DEEP_MIX.ioi);
+const COMPOSE = Number(values.compose);
 const MIX = { ioi: P_IOI, story: DEEP_MIX.story * restScale, filler: DEEP_MIX.filler * restScale, names: DEEP_MIX.names * restScale };
 
 await initBackend();
@@ -108,7 +112,7 @@ const secondsBefore = log.length ? log[log.length - 1].seconds : 0;
 let emaLoss = 0;
 let step = start;
 for (; step < STEPS && !interrupted; step++) {
-  const loss = trainer.step(step, deepTrainingBatch((t) => encoder.encode(t), 0, SEED, step, BATCH, T, MIX), BATCH, T);
+  const loss = trainer.step(step, deepTrainingBatch((t) => encoder.encode(t), 0, SEED, step, BATCH, T, MIX, COMPOSE), BATCH, T);
   emaLoss = step === start ? loss : 0.98 * emaLoss + 0.02 * loss;
   bar.update(step + 1, STEPS);
   if ((step + 1) % Number(values['eval-every']) === 0 || step + 1 === STEPS) {
@@ -139,6 +143,7 @@ writeFileAtomic(
       shape,
       optimizer: `adam(0.9, 0.98), peak lr ${LR}, warmup ${WARMUP}, cosine to ${LR / 10}`,
       mix: MIX,
+      compose: COMPOSE,
       trainingSeconds: log.length ? log[log.length - 1].seconds : null,
       machine: 'tfjs wasm, one thread',
       final,

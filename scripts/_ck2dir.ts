@@ -1,0 +1,11 @@
+import path from 'node:path';
+import { readSafetensors } from '../src/io/safetensors.js';
+import { writeGpt2Directory } from '../src/training/gpt2-checkpoint.js';
+import { bpeTokenizerFiles, trainBpe } from '../src/tokenizers/bpe-trainer.js';
+import { bpeTrainingTexts } from '../datasets/ioi-deep-corpus.js';
+const [ck, out, H] = process.argv.slice(2);
+const bpe = trainBpe(bpeTrainingTexts(), 2048);
+const { tokenizerJson, tokenizerConfig } = bpeTokenizerFiles(bpe.vocab, bpe.merges);
+const w = readSafetensors(path.join(ck, 'weights.safetensors'));
+writeGpt2Directory(out, { nLayers: 6, dModel: 64, nHeads: Number(H ?? 4), dMlp: 256, nCtx: 64, dVocab: 2048 }, w.tensors, { 'tokenizer.json': tokenizerJson, 'tokenizer_config.json': tokenizerConfig });
+console.log('step', w.metadata.step);
