@@ -14,10 +14,10 @@ import { parseArgs } from 'node:util';
 import { initBackend } from '../src/backend/index.js';
 import { StagedModel } from '../src/hooks/staged-model.js';
 import { CausalLmGraph } from '../src/models/graph.js';
-import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { gpt2Config, gpt2Weights } from '../src/models/families/gpt2.js';
 import { CausalLmTrainer, initGpt2Weights } from '../src/training/causal-lm.js';
+import { restoreCheckpoint, saveCheckpoint } from '../src/training/checkpoint.js';
 import { gpt2ConfigJson, gpt2HfTensors, writeGpt2Directory, type Gpt2Shape } from '../src/training/gpt2-checkpoint.js';
 import { BpeEncoder, bpeTokenizerFiles, trainBpe } from '../src/tokenizers/bpe-trainer.js';
 import { progressBar } from '../src/cli/progress.js';
@@ -85,22 +85,12 @@ function evaluate(): Record<string, { n: number; accuracy: number; meanLogitDiff
 }
 
 // Resume.
-const ckptWeights = path.join(values.checkpoint, 'weights.safetensors');
-const ckptOptim = path.join(values.checkpoint, 'optimizer.safetensors');
-let start = 0;
-if (fs.existsSync(ckptWeights) && fs.existsSync(ckptOptim)) {
-  const w = readSafetensors(ckptWeights);
-  await trainer.restore(w.tensors, readSafetensors(ckptOptim).tensors);
-  start = Number(w.metadata.step);
-  console.error(`resumed from ${values.checkpoint} at step ${start}`);
-}
+const start = await restoreCheckpoint(trainer, values.checkpoint);
+if (start > 0) console.error(`resumed from ${values.checkpoint} at step ${start}`);
 const logFile = path.join(values.checkpoint, 'log.json');
 const log: { step: number; loss: number; seconds: number; eval: ReturnType<typeof evaluate> }[] = fs.existsSync(logFile) ? JSON.parse(fs.readFileSync(logFile, 'utf8')) : [];
-async function saveCheckpoint(step: number) {
-  fs.mkdirSync(values.checkpoint, { recursive: true });
-  // Weights last: a checkpoint counts only when its weights file (with the step) is complete.
-  writeSafetensors(ckptOptim, await trainer.optimizerState(), { step: String(step) });
-  writeSafetensors(ckptWeights, trainer.weights(), { step: String(step) });
+async function checkpoint(step: number) {
+  await saveCheckpoint(trainer, values.checkpoint, step);
   writeFileAtomic(logFile, JSON.stringify(log));
 }
 
@@ -120,12 +110,12 @@ for (; step < STEPS && !interrupted; step++) {
     const seconds = secondsBefore + (performance.now() - t0) / 1000;
     log.push({ step: step + 1, loss: emaLoss, seconds, eval: e });
     if (!process.stderr.isTTY) console.error(`step ${step + 1} ${seconds.toFixed(0)} s loss ${emaLoss.toFixed(3)} ` + Object.entries(e).map(([k, v]) => `${k} ${v.accuracy.toFixed(3)}/${v.meanLogitDiff.toFixed(2)}`).join(' '));
-    await saveCheckpoint(step + 1);
+    await checkpoint(step + 1);
   }
 }
 bar.stop();
 if (interrupted) {
-  await saveCheckpoint(step);
+  await checkpoint(step);
   console.error(`interrupted at step ${step}; checkpoint saved to ${values.checkpoint} (run again to resume)`);
   process.exit(130);
 }

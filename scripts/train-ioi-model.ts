@@ -11,11 +11,11 @@ import { parseArgs } from 'node:util';
 import { initBackend } from '../src/backend/index.js';
 import { StagedModel } from '../src/hooks/staged-model.js';
 import { CausalLmGraph } from '../src/models/graph.js';
-import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { gpt2Config } from '../src/models/families/gpt2.js';
 import { gpt2Weights } from '../src/models/families/gpt2.js';
 import { CausalLmTrainer, initGpt2Weights } from '../src/training/causal-lm.js';
+import { restoreCheckpoint, saveCheckpoint } from '../src/training/checkpoint.js';
 import { gpt2ConfigJson, gpt2HfTensors, writeGpt2Directory, type Gpt2Shape } from '../src/training/gpt2-checkpoint.js';
 import { wordTokenizerJson } from '../src/tokenizers/word-tokenizer.js';
 import { progressBar } from '../src/cli/progress.js';
@@ -75,20 +75,8 @@ function gpt2HfTensorsAsSource() {
 }
 
 // Resume.
-const ckptWeights = path.join(values.checkpoint, 'weights.safetensors');
-const ckptOptim = path.join(values.checkpoint, 'optimizer.safetensors');
-let start = 0;
-if (fs.existsSync(ckptWeights) && fs.existsSync(ckptOptim)) {
-  const w = readSafetensors(ckptWeights);
-  await trainer.restore(w.tensors, readSafetensors(ckptOptim).tensors);
-  start = Number(w.metadata.step);
-  console.error(`resumed from ${values.checkpoint} at step ${start}`);
-}
-async function saveCheckpoint(step: number) {
-  fs.mkdirSync(values.checkpoint, { recursive: true });
-  writeSafetensors(ckptOptim, await trainer.optimizerState(), { step: String(step) });
-  writeSafetensors(ckptWeights, trainer.weights(), { step: String(step) });
-}
+const start = await restoreCheckpoint(trainer, values.checkpoint);
+if (start > 0) console.error(`resumed from ${values.checkpoint} at step ${start}`);
 
 let interrupted = false;
 process.on('SIGINT', () => (interrupted = true));
@@ -104,12 +92,12 @@ for (; step < STEPS && !interrupted; step++) {
     const e = evaluate();
     log.push({ step: step + 1, loss: emaLoss, heldOutAccuracy: e.heldOut.accuracy, heldOutLogitDiff: e.heldOut.meanLogitDiff });
     if (!process.stderr.isTTY) console.error(`step ${step + 1} loss ${emaLoss.toFixed(3)} held-out acc ${e.heldOut.accuracy.toFixed(3)} LD ${e.heldOut.meanLogitDiff.toFixed(2)}`);
-    await saveCheckpoint(step + 1);
+    await saveCheckpoint(trainer, values.checkpoint, step + 1);
   }
 }
 bar.stop();
 if (interrupted) {
-  await saveCheckpoint(step);
+  await saveCheckpoint(trainer, values.checkpoint, step);
   console.error(`interrupted at step ${step}; checkpoint saved to ${values.checkpoint} (run again to resume)`);
   process.exit(130);
 }
