@@ -8,7 +8,7 @@ import { loadModel } from '../src/models/load.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { ioiPromptPairs, namesKnownTo } from '../src/circuits/ioi-report.js';
 import { ioiPositions } from '../src/circuits/roles.js';
-import { backupNameMoverTest, sInhibitionAttentionTest } from '../src/circuits/ioi-classes.js';
+import { backupNameMoverTest, duplicateTokenPathTest, sInhibitionAttentionTest } from '../src/circuits/ioi-classes.js';
 import { pathPatching } from '../src/circuits/path-patching.js';
 import type { PromptPair } from '../src/patching/pairs.js';
 
@@ -53,6 +53,16 @@ describe('IOI class tests (S-inhibition attention, backup name movers) on the sh
     const r = backupNameMoverTest(model, pairs, [strongest]);
     expect(r.ldAfter).toBeLessThan(r.ldBefore);
     expect(r.backup.every((b) => !(b.layer === strongest.layer && b.head === strongest.head))).toBe(true);
+  });
+
+  it('duplicate-token path test: no path from a head at or after the receivers, some from before', () => {
+    const last = model.cfg.nLayers - 1;
+    const receivers = [{ layer: last, head: 0 }, { layer: last, head: 1 }];
+    const senders = Array.from({ length: model.cfg.nLayers * model.cfg.nHeads }, (_, i) => ({ layer: Math.floor(i / model.cfg.nHeads), head: i % model.cfg.nHeads }));
+    const r = duplicateTokenPathTest(model, pairs, senders, receivers);
+    expect(r.effects).toHaveLength(senders.length);
+    for (const e of r.effects) if (e.layer >= last) expect(Math.abs(e.effect), e.id).toBeLessThan(1e-6);
+    expect(Math.max(...r.effects.filter((e) => e.layer < last).map((e) => Math.abs(e.effect)))).toBeGreaterThan(1e-3);
   });
 
   it('does not leak tensors', () => {

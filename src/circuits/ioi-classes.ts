@@ -135,3 +135,23 @@ export function backupNameMoverTest(model: HookedModel, pairs: PromptPair[], abl
     values.dispose();
   }
 }
+
+export interface DuplicateTokenPathTest {
+  senders: HeadRef[];
+  receivers: HeadRef[];
+  /** Path patching sender → receivers' values (normalised; negative = the path carries the behaviour), per sender. */
+  effects: { id: string; layer: number; head: number; effect: number }[];
+}
+
+/**
+ * Duplicate-token and induction heads feed the S-inhibition heads (IOI paper §3.3): path-patch
+ * each candidate's output into the receivers' values only (everything else frozen at clean).
+ */
+export function duplicateTokenPathTest(model: HookedModel, pairs: PromptPair[], senders: readonly HeadRef[], receivers: readonly HeadRef[]): DuplicateTokenPathTest {
+  const r = pathPatching(model, pairs, { senders, receivers: receivers.map((h) => ({ ...h, input: 'v' as const })) });
+  return {
+    senders: [...senders],
+    receivers: [...receivers],
+    effects: senders.map((h) => ({ id: headId(h.layer, h.head), layer: h.layer, head: h.head, effect: r.scores[h.layer][h.head] })),
+  };
+}

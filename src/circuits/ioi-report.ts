@@ -52,7 +52,7 @@ import { graphToJson, graphToSvg, LOGITS_ID, type CircuitEdge, type CircuitGraph
 import { relevanceConservation, type Conservation } from '../patching/conservation.js';
 import { DEFAULT_RELP_RULES, type RelpRule } from '../models/grad-rules.js';
 import { ioiHeadEvidence, ioiPositions, rolesFromEvidence, type HeadRole, type IoiEvidence, type IoiEvidenceOptions } from './roles.js';
-import { backupNameMoverTest, sInhibitionAttentionTest, type BackupTest, type SInhibitionAttentionTest } from './ioi-classes.js';
+import { backupNameMoverTest, duplicateTokenPathTest, sInhibitionAttentionTest, type BackupTest, type DuplicateTokenPathTest, type SInhibitionAttentionTest } from './ioi-classes.js';
 
 export const IOI_COMPONENTS: readonly Component[] = ['resid_pre', 'attn_out', 'mlp_out', 'head_out'];
 export const IOI_METHODS: readonly Method[] = ['activation', 'atp', 'relp'];
@@ -170,6 +170,8 @@ export interface IoiStudyResult {
     sInhibition: SInhibitionAttentionTest | null;
     /** Name movers mean-ablated: every head's direct effect before and after, and the heads that take over (null without name movers). */
     backup: BackupTest | null;
+    /** Duplicate-token / induction heads path-patched into the S-inhibition heads' values (null without both classes). */
+    duplicateToken: DuplicateTokenPathTest | null;
   };
   /** Faithfulness keeping each prefix of the activation-patching order (all nodes), with the steps where it falls. */
   curve: AblationCurve;
@@ -409,7 +411,11 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
   const classes: IoiStudyResult['classes'] = {
     sInhibition: movers.length && inhibitors.length ? sInhibitionAttentionTest(model, pairs, positions, inhibitors, movers) : null,
     backup: movers.length ? backupNameMoverTest(model, pairs, movers, ablationOpts) : null,
+    duplicateToken: null,
   };
+  const sInhibitionHeads = roleHeads('s_inhibition');
+  const duplicates = [...roleHeads('duplicate_token'), ...roleHeads('induction')].filter((h, i, xs) => xs.findIndex((x) => x.layer === h.layer && x.head === h.head) === i && sInhibitionHeads.some((r) => r.layer > h.layer));
+  if (duplicates.length && sInhibitionHeads.length) classes.duplicateToken = duplicateTokenPathTest(model, pairs, duplicates, sInhibitionHeads);
   const curve = ablationCurve(model, pairs, nodeScores.activation, { ...ablationOpts, by: rankBy });
   const ruleSets: RelpRule[][] = [[...DEFAULT_RELP_RULES], [...DEFAULT_RELP_RULES, 'AH'], [...DEFAULT_RELP_RULES, 'AttnHalf']];
   const conservation = ruleSets.map((rules) => relevanceConservation(model, pairs[0].clean, pairs[0].answer, pairs[0].wrong, rules));
@@ -647,6 +653,7 @@ export function ioiSummary(r: IoiStudyResult) {
             receivers: r.classes.sInhibition.receivers.map((x) => ({ id: x.id, ioBefore: r6(x.ioBefore), ioAfter: r6(x.ioAfter), sBefore: r6(x.sBefore), sAfter: r6(x.sAfter) })),
           }
         : null,
+      duplicateToken: r.classes.duplicateToken ? { receivers: r.classes.duplicateToken.receivers.map((h) => headId(h.layer, h.head)), effects: r.classes.duplicateToken.effects.map((e) => ({ id: e.id, effect: r6(e.effect) })) } : null,
       backup: r.classes.backup
         ? {
             ablated: r.classes.backup.ablated.map((h) => headId(h.layer, h.head)),
@@ -766,6 +773,9 @@ function classLines(r: IoiStudyResult): string[] {
     out.push(`S-inhibition test: the END output of ${si.senders.map((h) => headId(h.layer, h.head)).join(', ')} taken from the corrupted prompts shifts the name movers' attention (S − IO) by ${f3(si.shift)} (> 0: they steer attention away from S)`);
     for (const x of si.receivers) out.push(`  ${x.id}: to IO ${f3(x.ioBefore)} → ${f3(x.ioAfter)}, to S ${f3(x.sBefore)} → ${f3(x.sAfter)}`);
   } else out.push('S-inhibition test: not run (needs both name movers and S-inhibition heads before them)');
+  const dt = r.classes.duplicateToken;
+  if (dt) out.push(`Duplicate-token / induction heads → S-inhibition heads' values (path patching): ${dt.effects.map((e) => `${e.id} ${f3(e.effect)}`).join(', ')} (negative = the path carries the behaviour)`);
+  else out.push('Duplicate-token path test: not run (needs duplicate-token or induction heads before S-inhibition heads)');
   const b = r.classes.backup;
   if (b) {
     out.push(`Backup test: mean-ablating the name movers ${b.ablated.map((h) => headId(h.layer, h.head)).join(', ')} takes LD ${f3(b.ldBefore)} → ${f3(b.ldAfter)}; heads whose direct effect grows: ${b.backup.length ? b.backup.map((h) => `${headId(h.layer, h.head)} (+${f3(h.score)})`).join(', ') : 'none'}`);
