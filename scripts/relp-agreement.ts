@@ -31,16 +31,7 @@ import { DEEP_NAMES, DEEP_SPLIT, isDeepIoiTokenizer } from '../datasets/ioi-deep
 import { evaluateIoi } from '../datasets/ioi-eval.js';
 import { fail } from '../src/errors.js';
 import { pronounPairs } from '../datasets/pronoun-task.js';
-import { pairBatches, rowMetrics } from '../src/circuits/common.js';
-
-/** Accuracy and mean logit difference of same-length token pairs. */
-function pairScore(model: Awaited<ReturnType<typeof loadModel>>, ps: PromptPair[]) {
-  const { clean, targets } = pairBatches(model, ps);
-  const logits = model.run(clean, { finalPositionOnly: true });
-  const lds = rowMetrics('logit_diff', logits, targets);
-  logits.dispose();
-  return { n: lds.length, accuracy: lds.filter((x) => x > 0).length / lds.length, meanLogitDiff: lds.reduce((a, b) => a + b, 0) / lds.length };
-}
+import { logitDiffScore, pairBatches } from '../src/circuits/common.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseOptions('relp-agreement', process.argv.slice(2), {
@@ -71,7 +62,8 @@ let pairs: PromptPair[];
 let score: { n: number; accuracy: number; meanLogitDiff: number };
 if (task === 'pronoun') {
   pairs = pronounPairs(model, N);
-  score = pairScore(model, pairs);
+  const { clean, targets } = pairBatches(model, pairs);
+  score = logitDiffScore(model, clean, targets);
 } else {
   if (prompts.length < N) fail(`only ${prompts.length} prompt pairs could be made; need ${N}`);
   score = evaluateIoi(model, prompts);

@@ -21,7 +21,7 @@ import { restoreCheckpoint, saveCheckpoint } from '../src/training/checkpoint.js
 import { gpt2ConfigJson, gpt2HfTensors, writeGpt2Directory, type Gpt2Shape } from '../src/training/gpt2-checkpoint.js';
 import { BpeEncoder, bpeTokenizerFiles, trainBpe } from '../src/tokenizers/bpe-trainer.js';
 import { progressBar } from '../src/cli/progress.js';
-import { loadHfTokenizer } from '../src/tokenizers/hf-tokenizer.js';
+import { hfTokenizerFromJson } from '../src/tokenizers/hf-tokenizer.js';
 import { DEEP_MIX, bpeTrainingTexts, deepTrainingBatch } from '../datasets/ioi-deep-corpus.js';
 import { deepEvalSets } from '../datasets/ioi-deep-eval.js';
 import { evaluateIoi } from '../datasets/ioi-eval.js';
@@ -68,11 +68,7 @@ const cfg = gpt2Config(gpt2ConfigJson(shape), 'train-ioi-deep');
 const trainer = new CausalLmTrainer(cfg, initGpt2Weights(cfg, SEED), { peak: LR, warmup: WARMUP, total: STEPS });
 
 // Evaluation through the tokenizer files we ship, so it sees exactly what users will.
-const tokDir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'ioi-deep-tok-'));
-fs.writeFileSync(path.join(tokDir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
-fs.writeFileSync(path.join(tokDir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
-const tokenizer = (await loadHfTokenizer(tokDir))!;
-fs.rmSync(tokDir, { recursive: true, force: true });
+const tokenizer = await hfTokenizerFromJson(tokenizerJson, tokenizerConfig);
 const evalSets = deepEvalSets(tokenizer, 200);
 
 function evaluate(): Record<string, { n: number; accuracy: number; meanLogitDiff: number }> {

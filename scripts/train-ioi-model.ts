@@ -5,7 +5,6 @@
  *
  *   npx tsx scripts/train-ioi-model.ts [--steps 4000] [--out datasets/ioi-gpt2] [--checkpoint DIR]
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../src/backend/index.js';
@@ -19,7 +18,7 @@ import { restoreCheckpoint, saveCheckpoint } from '../src/training/checkpoint.js
 import { gpt2ConfigJson, gpt2HfTensors, writeGpt2Directory, type Gpt2Shape } from '../src/training/gpt2-checkpoint.js';
 import { wordTokenizerJson } from '../src/tokenizers/word-tokenizer.js';
 import { progressBar } from '../src/cli/progress.js';
-import { loadHfTokenizer } from '../src/tokenizers/hf-tokenizer.js';
+import { hfTokenizerFromJson } from '../src/tokenizers/hf-tokenizer.js';
 import { IOI_MODEL_SPLIT, corpusWords, trainingBatch } from '../datasets/ioi-corpus.js';
 import { evaluateIoi } from '../datasets/ioi-eval.js';
 import { generateIoiPrompts } from '../datasets/ioi.js';
@@ -54,11 +53,7 @@ const trainer = new CausalLmTrainer(cfg, initGpt2Weights(cfg, SEED), { peak: LR,
 
 // Evaluation prompts: held-out names and templates only. A tokenizer from the files we ship
 // makes sure evaluation sees exactly what users will.
-const tokDir = fs.mkdtempSync(path.join(process.env.TMPDIR ?? '/tmp', 'ioi-tok-'));
-fs.writeFileSync(path.join(tokDir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
-fs.writeFileSync(path.join(tokDir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
-const tokenizer = (await loadHfTokenizer(tokDir))!;
-fs.rmSync(tokDir, { recursive: true, force: true });
+const tokenizer = await hfTokenizerFromJson(tokenizerJson, tokenizerConfig);
 const heldOut = generateIoiPrompts({ ...IOI_MODEL_SPLIT.test, n: 200, seed: 1, tokenizer, requireSameLength: false });
 const seenTemplates = generateIoiPrompts({ ...IOI_MODEL_SPLIT.train, names: IOI_MODEL_SPLIT.test.names, n: 200, seed: 2, tokenizer, requireSameLength: false });
 

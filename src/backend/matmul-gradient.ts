@@ -18,7 +18,13 @@ function product(a: tf.Tensor, b: tf.Tensor, transposeA: boolean, transposeB: bo
   return tf.matMul(transposeA ? swapLast(a) : a, transposeB ? swapLast(b) : b);
 }
 
-export function registerCopyTransposeMatMulGradient(): void {
+/**
+ * Register BatchMatMul's gradient (the four cases of tfjs-core's batchMatMulGradConfig), with the
+ * transposes as copies — or, with `copyTransposes` false, as transpose flags exactly as tfjs
+ * registers it (for comparison in bench/training.ts).
+ */
+export function registerBatchMatMulGradient(copyTransposes: boolean): void {
+  const mm = copyTransposes ? product : (a: tf.Tensor, b: tf.Tensor, ta: boolean, tb: boolean) => tf.matMul(a, b, ta, tb);
   tf.registerGradient({
     kernelName: 'BatchMatMul',
     inputsToSave: ['a', 'b'],
@@ -26,11 +32,14 @@ export function registerCopyTransposeMatMulGradient(): void {
       const [a, b] = saved;
       const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
       const g = dy as tf.Tensor;
-      // The four cases of tfjs-core's batchMatMulGradConfig.
-      if (!transposeA && !transposeB) return { a: () => product(g, b, false, true), b: () => product(a, g, true, false) };
-      if (!transposeA && transposeB) return { a: () => product(g, b, false, false), b: () => product(g, a, true, false) };
-      if (transposeA && !transposeB) return { a: () => product(b, g, false, true), b: () => product(a, g, false, false) };
-      return { a: () => product(b, g, true, true), b: () => product(g, a, true, true) };
+      if (!transposeA && !transposeB) return { a: () => mm(g, b, false, true), b: () => mm(a, g, true, false) };
+      if (!transposeA && transposeB) return { a: () => mm(g, b, false, false), b: () => mm(g, a, true, false) };
+      if (transposeA && !transposeB) return { a: () => mm(b, g, false, true), b: () => mm(a, g, false, false) };
+      return { a: () => mm(b, g, true, true), b: () => mm(g, a, true, true) };
     },
   });
+}
+
+export function registerCopyTransposeMatMulGradient(): void {
+  registerBatchMatMulGradient(true);
 }

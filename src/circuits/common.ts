@@ -111,17 +111,7 @@ export function sliceBatch(tokens: TokenBatch, start: number, end: number): Toke
   return { ids: tokens.ids.slice(start * T, end * T), mask: tokens.mask.slice(start * T, end * T), batch: end - start, seqLen: T };
 }
 
-/** The batch repeated `times` times: row s·b + n is row n. */
-export function tileBatch(tokens: TokenBatch, times: number): TokenBatch {
-  const n = tokens.ids.length;
-  const ids = new Int32Array(n * times);
-  const mask = new Int32Array(n * times);
-  for (let s = 0; s < times; s++) {
-    ids.set(tokens.ids, s * n);
-    mask.set(tokens.mask, s * n);
-  }
-  return { ids, mask, batch: tokens.batch * times, seqLen: tokens.seqLen };
-}
+export { tileBatch } from '../hooks/token-batch.js';
 
 export function tileTargets(t: MetricTargets, times: number): MetricTargets {
   const rep = (xs: number[]) => Array.from({ length: times }, () => xs).flat();
@@ -138,6 +128,14 @@ export function rowMetrics(kind: CircuitMetric, logits: tf.Tensor3D, targets: Me
   const out = Array.from(v.dataSync());
   v.dispose();
   return out;
+}
+
+/** Accuracy (logit difference > 0) and mean final-position logit difference of a batch. */
+export function logitDiffScore(model: HookedModel, tokens: TokenBatch, targets: MetricTargets): { n: number; accuracy: number; meanLogitDiff: number } {
+  const logits = model.run(tokens, { finalPositionOnly: true });
+  const lds = rowMetrics('logit_diff', logits, targets);
+  logits.dispose();
+  return { n: lds.length, accuracy: lds.filter((x) => x > 0).length / lds.length, meanLogitDiff: mean(lds) };
 }
 
 /** Mean metric of a plain (hooked) run over the batch. */

@@ -83,29 +83,15 @@ export interface GreedyResult {
  */
 export function greedyCircuit(model: HookedModel, pairs: PromptPair[], scores: NodeScores, opts: GreedyOptions = {}): GreedyResult {
   const target = opts.target ?? 0.8;
-  const order = rankHeads(scores, opts.by ?? 'abs');
-  const maxHeads = Math.min(order.length, opts.maxHeads ?? order.length);
-  const per = Math.max(1, opts.sizesPerRound ?? 8);
-  const values = ablationValues(model, pairs, opts);
-  try {
-    const [ldFull] = evaluateAblations(model, pairs, [[]], values, opts);
-    const curve: GreedyResult['curve'] = [];
-    let ldAblated = NaN;
-    for (let start = 0; start <= maxHeads; start += per) {
-      const sizes = Array.from({ length: Math.min(per, maxHeads + 1 - start) }, (_, i) => start + i);
-      const lds = evaluateAblations(model, pairs, sizes.map((k) => complement(model, order.slice(0, k), opts)), values, opts);
-      for (let i = 0; i < sizes.length; i++) {
-        const fraction = lds[i] / ldFull;
-        if (sizes[i] === 0) ldAblated = lds[i];
-        curve.push({ size: sizes[i], ld: lds[i], fraction });
-        if (fraction >= target) return { heads: order.slice(0, sizes[i]), fraction, reached: true, ldFull, ldAblated, curve };
-      }
-    }
-    const last = curve[curve.length - 1];
-    return { heads: order.slice(0, last.size), fraction: last.fraction, reached: false, ldFull, ldAblated, curve };
-  } finally {
-    values.dispose();
-  }
+  return greedyFromCurve(ablationCurve(model, pairs, scores, { ...opts, stopAt: target }), target);
+}
+
+/** The greedy circuit read off an ablation curve: the first prefix that reaches `target`. */
+export function greedyFromCurve(curve: AblationCurve, target: number): GreedyResult {
+  const hit = curve.points.findIndex((p) => p.fraction >= target);
+  const points = hit >= 0 ? curve.points.slice(0, hit + 1) : curve.points;
+  const last = points[points.length - 1];
+  return { heads: curve.order.slice(0, last.size), fraction: last.fraction, reached: hit >= 0, ldFull: curve.ldFull, ldAblated: curve.points[0].ld, curve: points };
 }
 
 export interface AblationCurve {
@@ -119,20 +105,23 @@ export interface AblationCurve {
 }
 
 /**
- * Faithfulness for every prefix of the score order, from nothing kept to everything kept — the
- * curve behind a greedy circuit, including where it is not monotone.
+ * Faithfulness for every prefix of the score order, from nothing kept to everything kept (or
+ * `maxHeads`) — the curve behind a greedy circuit, including where it is not monotone. With
+ * `stopAt`, evaluation stops after the round in which a prefix reaches that faithfulness.
  */
-export function ablationCurve(model: HookedModel, pairs: PromptPair[], scores: NodeScores, opts: AblationOptions & { by?: RankBy; sizesPerRound?: number } = {}): AblationCurve {
+export function ablationCurve(model: HookedModel, pairs: PromptPair[], scores: NodeScores, opts: AblationOptions & { by?: RankBy; sizesPerRound?: number; maxHeads?: number; stopAt?: number } = {}): AblationCurve {
   const order = rankHeads(scores, opts.by ?? 'abs');
+  const maxHeads = Math.min(order.length, opts.maxHeads ?? order.length);
   const per = Math.max(1, opts.sizesPerRound ?? 8);
   const values = ablationValues(model, pairs, opts);
   try {
     const [ldFull] = evaluateAblations(model, pairs, [[]], values, opts);
     const points: AblationCurve['points'] = [];
-    for (let start = 0; start <= order.length; start += per) {
-      const sizes = Array.from({ length: Math.min(per, order.length + 1 - start) }, (_, i) => start + i);
+    for (let start = 0; start <= maxHeads; start += per) {
+      const sizes = Array.from({ length: Math.min(per, maxHeads + 1 - start) }, (_, i) => start + i);
       const lds = evaluateAblations(model, pairs, sizes.map((k) => complement(model, order.slice(0, k), opts)), values, opts);
       sizes.forEach((size, i) => points.push({ size, ld: lds[i], fraction: lds[i] / ldFull }));
+      if (opts.stopAt !== undefined && points.some((p) => p.fraction >= opts.stopAt!)) break;
     }
     const drops = points.slice(1).flatMap((p, i) => (p.fraction < points[i].fraction ? [{ size: p.size, node: order[p.size - 1], before: points[i].fraction, after: p.fraction }] : []));
     return { order, ldFull, points, drops };

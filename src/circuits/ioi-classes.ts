@@ -1,11 +1,13 @@
 /**
- * Two of the IOI paper's tests of circuit classes that need interventions beyond one score grid
- * (Wang et al. 2022, §3.2 and §3.4):
+ * The IOI paper's tests of circuit classes that need interventions beyond one score grid
+ * (Wang et al. 2022, §3.2–3.4):
  *  - S-inhibition: replace the candidate heads' output at END with its value on the corrupted
  *    (ABC) prompts, where no name is repeated; real S-inhibition heads then stop steering the
  *    name movers away from S, so the name movers' attention END → S rises and END → IO falls.
  *  - Backup name movers: mean-ablate the name movers and measure every other head's direct
  *    effect on the logit difference again; heads whose direct effect grows take over.
+ *  - Duplicate-token / induction heads: path-patch their output into the S-inhibition heads'
+ *    values only.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
@@ -13,7 +15,7 @@ import type { PromptPair } from '../patching/pairs.js';
 import { headGrid, headId, hookName, pairBatches, type HeadRef, type HeadScore } from './common.js';
 import { ablationValues, type AblationOptions } from './faithfulness.js';
 import { pathPatching } from './path-patching.js';
-import type { IoiPositions } from './roles.js';
+import { endAttention, type IoiPositions } from './roles.js';
 
 /** Hooks that replace the z of `heads` by `values[layer]` ([N, T, H, dh]) where the mask is 1 (positions × heads). */
 function replaceZ(model: HookedModel, heads: readonly HeadRef[], values: readonly tf.Tensor[], positions?: readonly number[]): FwdHook[] {
@@ -39,35 +41,6 @@ function replaceZ(model: HookedModel, heads: readonly HeadRef[], values: readonl
   ]);
 }
 
-/** Mean attention END → IO and END → S (S1 + S2) of each receiver head on `tokens`, with hooks. */
-function attentionToNames(model: HookedModel, pairs: PromptPair[], positions: readonly IoiPositions[], receivers: readonly HeadRef[], fwdHooks: FwdHook[]): { io: number[]; s: number[] } {
-  const { clean, T } = pairBatches(model, pairs);
-  const N = pairs.length;
-  const layers = [...new Set(receivers.map((r) => r.layer))];
-  const names = layers.map((l) => hookName(model.cfg, l, 'attn.hook_pattern'));
-  const { logits, cache } = model.runWithCache(clean, { names, fwdHooks, finalPositionOnly: true });
-  logits.dispose();
-  try {
-    const io: number[] = [];
-    const s: number[] = [];
-    for (const r of receivers) {
-      const p = cache.get(hookName(model.cfg, r.layer, 'attn.hook_pattern')).dataSync(); // [N, H, T, T]
-      let a = 0;
-      let b = 0;
-      positions.forEach((pos, n) => {
-        const row = ((n * model.cfg.nHeads + r.head) * T + pos.end) * T;
-        a += p[row + pos.io];
-        b += p[row + pos.s1] + p[row + pos.s2];
-      });
-      io.push(a / N);
-      s.push(b / N);
-    }
-    return { io, s };
-  } finally {
-    cache.dispose();
-  }
-}
-
 export interface SInhibitionAttentionTest {
   senders: HeadRef[];
   receivers: { id: string; layer: number; head: number; ioBefore: number; ioAfter: number; sBefore: number; sAfter: number }[];
@@ -81,15 +54,14 @@ export interface SInhibitionAttentionTest {
  */
 export function sInhibitionAttentionTest(model: HookedModel, pairs: PromptPair[], positions: readonly IoiPositions[], senders: readonly HeadRef[], receivers: readonly HeadRef[]): SInhibitionAttentionTest {
   const { corrupt } = pairBatches(model, pairs);
-  const names = model.cfg.nLayers;
-  const zNames = Array.from({ length: names }, (_, l) => hookName(model.cfg, l, 'attn.hook_z'));
+  const zNames = Array.from({ length: model.cfg.nLayers }, (_, l) => hookName(model.cfg, l, 'attn.hook_z'));
   const { logits, cache } = model.runWithCache(corrupt, { names: zNames, finalPositionOnly: true });
   logits.dispose();
   try {
     const corruptZ = zNames.map((n) => cache.get(n));
-    const before = attentionToNames(model, pairs, positions, receivers, []);
-    const after = attentionToNames(model, pairs, positions, receivers, replaceZ(model, senders, corruptZ, positions.map((p) => p.end)));
-    const rows = receivers.map((r, i) => ({ id: headId(r.layer, r.head), layer: r.layer, head: r.head, ioBefore: before.io[i], ioAfter: after.io[i], sBefore: before.s[i], sAfter: after.s[i] }));
+    const before = endAttention(model, pairs, positions);
+    const after = endAttention(model, pairs, positions, replaceZ(model, senders, corruptZ, positions.map((p) => p.end)));
+    const rows = receivers.map((r) => ({ id: headId(r.layer, r.head), layer: r.layer, head: r.head, ioBefore: before.io[r.layer][r.head], ioAfter: after.io[r.layer][r.head], sBefore: before.s[r.layer][r.head], sAfter: after.s[r.layer][r.head] }));
     const shift = rows.length ? rows.reduce((a, r) => a + (r.sAfter - r.ioAfter) - (r.sBefore - r.ioBefore), 0) / rows.length : NaN;
     return { senders: [...senders], receivers: rows, shift };
   } finally {

@@ -43,10 +43,10 @@ import { PatchingSession } from '../patching/session.js';
 import { componentStack, gridShape } from '../patching/sites.js';
 import { runSuite, type SuiteResult } from '../patching/suite.js';
 import type { Agreement, Component, Method, PatchingGrid } from '../patching/types.js';
-import { allHeads, headId, hookName, isMlp, mean, nodeId, pairBatches, rowMetrics, type HeadRef, type NodeScore } from './common.js';
+import { allHeads, headId, hookName, isMlp, logitDiffScore, nodeId, pairBatches, type HeadRef, type NodeScore } from './common.js';
 import { mlpActivationScores, mlpScoresFromGrid, nodeScoreList } from './node-scores.js';
 import { edgeAttributionPatching, topEdges, eapGraph, type EapResult, type EdgeScore } from './eap.js';
-import { ablationCurve, circuitGraph, greedyCircuit, topNHeads, type AblationCurve, type GreedyResult, type RankBy } from './extract.js';
+import { ablationCurve, circuitGraph, greedyFromCurve, topNHeads, type AblationCurve, type GreedyResult, type RankBy } from './extract.js';
 import { ablateHeads, ablationValues, complement, evaluateAblations, faithfulness, type AblationOptions, type AblationResult, type FaithfulnessResult } from './faithfulness.js';
 import { graphToJson, graphToSvg, LOGITS_ID, type CircuitEdge, type CircuitGraph } from './graph.js';
 import { relevanceConservation, type Conservation } from '../patching/conservation.js';
@@ -274,20 +274,8 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
   const text = isTextPrompts(prompts) ? prompts : null;
   const pairs: PromptPair[] = text ? ioiPromptPairs(model, text) : [...(prompts as readonly PromptPair[])];
   const { clean, corrupt, T, targets } = pairBatches(model, pairs);
-  let score: IoiScore;
-  if (text) score = evaluateIoi(model, [...text]);
-  else {
-    const logits = model.run(clean, { finalPositionOnly: true });
-    const lds = rowMetrics('logit_diff', logits, targets);
-    logits.dispose();
-    score = { n: lds.length, accuracy: lds.filter((x) => x > 0).length / lds.length, meanLogitDiff: mean(lds) };
-  }
-  const ldCorrupt = (() => {
-    const logits = model.run(corrupt, { finalPositionOnly: true });
-    const lds = rowMetrics('logit_diff', logits, targets);
-    logits.dispose();
-    return mean(lds);
-  })();
+  const score: IoiScore = text ? evaluateIoi(model, [...text]) : logitDiffScore(model, clean, targets);
+  const ldCorrupt = logitDiffScore(model, corrupt, targets).meanLogitDiff;
 
   // ---- 2. patching grids (one session, every method) and agreement
   phase('patching');
@@ -345,7 +333,9 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
 
   // ---- 4. circuits and faithfulness
   phase('circuit');
-  const greedy = greedyCircuit(model, pairs, nodeScores.activation, { ...ablationOpts, target, by: rankBy });
+  // One ablation curve over every prefix of the score order: the greedy circuit is its first prefix at the target.
+  const curve = ablationCurve(model, pairs, nodeScores.activation, { ...ablationOpts, by: rankBy });
+  const greedy = greedyFromCurve(curve, target);
   const values = ablationValues(model, pairs, ablationOpts);
   let circuitFaith: FaithfulnessResult;
   let greedyFaith: FaithfulnessResult;
@@ -416,7 +406,6 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
   const sInhibitionHeads = roleHeads('s_inhibition');
   const duplicates = [...roleHeads('duplicate_token'), ...roleHeads('induction')].filter((h, i, xs) => xs.findIndex((x) => x.layer === h.layer && x.head === h.head) === i && sInhibitionHeads.some((r) => r.layer > h.layer));
   if (duplicates.length && sInhibitionHeads.length) classes.duplicateToken = duplicateTokenPathTest(model, pairs, duplicates, sInhibitionHeads);
-  const curve = ablationCurve(model, pairs, nodeScores.activation, { ...ablationOpts, by: rankBy });
   const ruleSets: RelpRule[][] = [[...DEFAULT_RELP_RULES], [...DEFAULT_RELP_RULES, 'AH'], [...DEFAULT_RELP_RULES, 'AttnHalf']];
   const conservation = ruleSets.map((rules) => relevanceConservation(model, pairs[0].clean, pairs[0].answer, pairs[0].wrong, rules));
 

@@ -23,7 +23,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
-import type { HookedModel } from '../hooks/hooked-model.js';
+import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
 import type { PromptPair } from '../patching/pairs.js';
 import { headGrid, hookName, pairBatches, type HeadRef, type HeadScore } from './common.js';
 import { patternScores, inductionScores, type RepeatedTokensOptions } from './head-scores.js';
@@ -118,17 +118,13 @@ function isSSuppression(ev: Pick<IoiEvidence, 'attnToIo' | 'attnToS' | 'negative
   return -ev.directEffect[l][h] >= t.nameMoverEffect && ev.attnToS[l][h] >= t.nameMoverAttention && ev.attnToS[l][h] > ev.attnToIo[l][h] && ev.negativeCopy[l][h] >= t.copyScore;
 }
 
-export function ioiHeadEvidence(model: HookedModel, pairs: PromptPair[], opts: IoiEvidenceOptions = {}): IoiEvidence {
+/** Mean attention from END to IO and to S (S1 + S2) of every head on the clean prompts, with `fwdHooks` applied. [L][H] each. */
+export function endAttention(model: HookedModel, pairs: PromptPair[], positions: readonly IoiPositions[], fwdHooks?: FwdHook[]): { io: number[][]; s: number[][] } {
   const { cfg } = model;
-  const t = { ...DEFAULT_ROLE_THRESHOLDS, ...(opts.thresholds ?? {}) };
   const { clean, T } = pairBatches(model, pairs);
   const N = pairs.length;
-  const positions = opts.positions ?? pairs.map((p, i) => ioiPositions(p, i));
-  if (positions.length !== N) fail(`IOI roles: ${positions.length} positions for ${N} pairs`);
-
-  // Attention from END to IO and to S on the clean prompts.
   const names = Array.from({ length: cfg.nLayers }, (_, l) => hookName(cfg, l, 'attn.hook_pattern'));
-  const { logits, cache } = model.runWithCache(clean, { names, finalPositionOnly: true, fwdHooks: opts.pathPatching?.fwdHooks });
+  const { logits, cache } = model.runWithCache(clean, { names, finalPositionOnly: true, fwdHooks });
   logits.dispose();
   const attn = (which: 'io' | 's'): number[][] => {
     const m = new Float32Array(N * T * T);
@@ -143,14 +139,21 @@ export function ioiHeadEvidence(model: HookedModel, pairs: PromptPair[], opts: I
     v.dispose();
     return headGrid(cfg).map((row, l) => row.map((_, h) => flat[l * cfg.nHeads + h]));
   };
-  let attnToIo: number[][];
-  let attnToS: number[][];
   try {
-    attnToIo = attn('io');
-    attnToS = attn('s');
+    return { io: attn('io'), s: attn('s') };
   } finally {
     cache.dispose();
   }
+}
+
+export function ioiHeadEvidence(model: HookedModel, pairs: PromptPair[], opts: IoiEvidenceOptions = {}): IoiEvidence {
+  const { cfg } = model;
+  const t = { ...DEFAULT_ROLE_THRESHOLDS, ...(opts.thresholds ?? {}) };
+  const N = pairs.length;
+  const positions = opts.positions ?? pairs.map((p, i) => ioiPositions(p, i));
+  if (positions.length !== N) fail(`IOI roles: ${positions.length} positions for ${N} pairs`);
+
+  const { io: attnToIo, s: attnToS } = endAttention(model, pairs, positions, opts.pathPatching?.fwdHooks);
 
   const pp = opts.pathPatching ?? {};
   const directEffect = pathPatching(model, pairs, { ...pp, receivers: 'logits' }).scores;

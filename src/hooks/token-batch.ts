@@ -104,3 +104,15 @@ export function recordNextTokens(out: number[][], done: boolean[], next: ArrayLi
   }
   return done.every(Boolean);
 }
+
+/** The batch repeated `times` times: row s·b + n is row n (images are not carried). */
+export function tileBatch(tokens: TokenBatch, times: number): TokenBatch {
+  const n = tokens.ids.length;
+  const ids = new Int32Array(n * times);
+  const mask = new Int32Array(n * times);
+  for (let s = 0; s < times; s++) {
+    ids.set(tokens.ids, s * n);
+    mask.set(tokens.mask, s * n);
+  }
+  return { ids, mask, batch: tokens.batch * times, seqLen: tokens.seqLen };
+}

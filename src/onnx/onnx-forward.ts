@@ -19,7 +19,7 @@ import type { EmittedGraph } from './graph-builder.js';
 import { imageCount, type ImageBatch } from '../models/image-batch.js';
 import { imagePositionMask, spliceLayout } from '../models/stages/splice.js';
 import { imagePatches } from '../models/stages/vision-tower.js';
-import { appendColumn, decodingRows, recordNextTokens } from '../hooks/token-batch.js';
+import { appendColumn, decodingRows, recordNextTokens, tileBatch } from '../hooks/token-batch.js';
 import { editPositionMask, type DirectionEdit } from '../probing/steer.js';
 
 type Ort = typeof import('onnxruntime-node');
@@ -102,17 +102,6 @@ function tileRows(x: HostTensor, k: number): HostTensor {
 function sliceRows(x: HostTensor, a: number, b: number): HostTensor {
   const per = x.data.length / x.shape[0];
   return { data: x.data.slice(a * per, b * per), shape: [b - a, ...x.shape.slice(1)] };
-}
-
-/** A token batch repeated k times (row r of copy i is row r). */
-function tileBatch(tokens: TokenBatch, k: number): TokenBatch {
-  if (k === 1) return tokens;
-  const tile = (a: Int32Array) => {
-    const o = new Int32Array(a.length * k);
-    for (let i = 0; i < k; i++) o.set(a, i * a.length);
-    return o;
-  };
-  return { ...tokens, ids: tile(tokens.ids), mask: tile(tokens.mask), batch: tokens.batch * k };
 }
 
 export class OnnxForward {

@@ -13,6 +13,7 @@ import type { OnnxForward } from '../onnx/onnx-forward.js';
 import { mulberry32 } from '../util/random.js';
 import type { PromptPair } from './pairs.js';
 import { PatchingSession, type GridOptions } from './session.js';
+import { ownOptions } from './suite.js';
 import { flattenScores, pearson, relativeL2, slope } from './stats.js';
 import type { Component, Method } from './types.js';
 import type { MetricKind } from './metrics.js';
@@ -35,7 +36,8 @@ export async function perPairGrids(
   pairs: readonly PromptPair[],
   component: Component,
   methods: readonly Method[],
-  opts: { grid?: GridOptions; onnx?: OnnxForward; metric?: MetricKind; onPair?: (done: number, total: number) => void } = {},
+  // No GradDrop: its scores are magnitudes, which do not pool as effect / gap.
+  opts: { grid?: Pick<GridOptions, 'rules' | 'qkFix'>; onnx?: OnnxForward; metric?: MetricKind; onPair?: (done: number, total: number) => void } = {},
 ): Promise<PerPairGrid[]> {
   if (pairs.length < 2) fail(`bootstrap needs at least 2 prompt pairs, got ${pairs.length}`);
   const out = methods.map((method) => ({ component, method, shape: [] as number[], effect: [] as number[][], gap: [] as number[] }));
@@ -43,8 +45,7 @@ export async function perPairGrids(
     const session = new PatchingSession(model, [pairs[n]], { ...(opts.onnx ? { onnx: opts.onnx } : {}), ...(opts.metric ? { metric: opts.metric } : {}) });
     try {
       for (const [i, method] of methods.entries()) {
-        const own: GridOptions = method === 'relp' ? { rules: opts.grid?.rules } : method === 'atp' ? { qkFix: opts.grid?.qkFix } : {};
-        const g = await session.gridAsync(component, method, own);
+        const g = await session.gridAsync(component, method, ownOptions(method, opts.grid ?? {}));
         const gap = g.ld_clean - g.ld_corrupt;
         if (n > 0 && g.shape.join() !== out[i].shape.join()) {
           fail(`bootstrap: pair ${n + 1}'s ${component} grid is [${g.shape.join(', ')}], pair 1's [${out[i].shape.join(', ')}] — grids over positions need prompts of one token length`);

@@ -18,8 +18,17 @@ function checkSameLength(a: readonly number[], b: readonly number[], what: strin
  */
 export function pearson(a: readonly number[], b: readonly number[]): number {
   checkSameLength(a, b, 'pearson');
+  if (a.length < 2) return NaN;
+  const { sab, saa, sbb } = centredSums(a, b);
+  if (!(saa > 0) || !(sbb > 0)) return NaN;
+  const r = sab / Math.sqrt(saa * sbb);
+  // Guard against rounding pushing |r| marginally past 1.
+  return Math.max(-1, Math.min(1, r));
+}
+
+/** Σ (a − ā)(b − b̄), Σ (a − ā)², Σ (b − b̄)² of two equal-length arrays. */
+function centredSums(a: readonly number[], b: readonly number[]): { sab: number; saa: number; sbb: number } {
   const n = a.length;
-  if (n < 2) return NaN;
   let ma = 0;
   let mb = 0;
   for (let i = 0; i < n; i++) {
@@ -38,10 +47,7 @@ export function pearson(a: readonly number[], b: readonly number[]): number {
     saa += da * da;
     sbb += db * db;
   }
-  if (!(saa > 0) || !(sbb > 0)) return NaN;
-  const r = sab / Math.sqrt(saa * sbb);
-  // Guard against rounding pushing |r| marginally past 1.
-  return Math.max(-1, Math.min(1, r));
+  return { sab, saa, sbb };
 }
 
 /**
@@ -121,23 +127,9 @@ export function relativeL2(estimate: readonly number[], reference: readonly numb
  */
 export function slope(estimate: readonly number[], reference: readonly number[]): number {
   checkSameLength(estimate, reference, 'slope');
-  const n = reference.length;
-  if (n < 2) return NaN;
-  let me = 0;
-  let mr = 0;
-  for (let i = 0; i < n; i++) {
-    me += estimate[i]!;
-    mr += reference[i]!;
-  }
-  me /= n;
-  mr /= n;
-  let cov = 0;
-  let vr = 0;
-  for (let i = 0; i < n; i++) {
-    cov += (estimate[i]! - me) * (reference[i]! - mr);
-    vr += (reference[i]! - mr) ** 2;
-  }
-  return vr > 0 ? cov / vr : NaN;
+  if (reference.length < 2) return NaN;
+  const { sab, sbb } = centredSums(estimate, reference);
+  return sbb > 0 ? sab / sbb : NaN;
 }
 
 /** Flatten a [rows][cols] or [a][b][c] score grid row-major into one array. */

@@ -41,7 +41,7 @@ export async function runSuiteAsync(session: PatchingSession, components: Compon
 }
 
 /** Each method gets only its own options: rules for RelP, the AtP* switches for AtP. */
-function ownOptions(method: Method, opts: GridOptions): GridOptions {
+export function ownOptions(method: Method, opts: GridOptions): GridOptions {
   return method === 'relp' ? { rules: opts.rules } : method === 'atp' ? { qkFix: opts.qkFix, gradDrop: opts.gradDrop } : {};
 }
 

@@ -34,6 +34,18 @@ export function byteLevelWords(text: string, alphabet = byteAlphabet()): string[
   return (text.match(GPT2_SPLIT) ?? []).map((w) => Array.from(enc.encode(w), (b) => alphabet[b]).join(''));
 }
 
+/** `symbols` with every adjacent (a, b), left to right, replaced by a + b. */
+function mergePair(symbols: readonly string[], a: string, b: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < symbols.length; i++) {
+    if (i + 1 < symbols.length && symbols[i] === a && symbols[i + 1] === b) {
+      out.push(a + b);
+      i++;
+    } else out.push(symbols[i]);
+  }
+  return out;
+}
+
 export interface BpeTokenizer {
   tokenizerJson: object;
   tokenizerConfig: object;
@@ -69,18 +81,7 @@ export function trainBpe(texts: Iterable<string>, vocabSize: number, minFrequenc
     const ab = a + b;
     merges.push([a, b]);
     vocab.push(ab);
-    for (const w of words) {
-      const s = w.symbols;
-      if (s.length < 2) continue;
-      const out: string[] = [];
-      for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
-          out.push(ab);
-          i++;
-        } else out.push(s[i]);
-      }
-      w.symbols = out;
-    }
+    for (const w of words) if (w.symbols.length > 1) w.symbols = mergePair(w.symbols, a, b);
   }
   return { ...bpeTokenizerFiles(vocab, merges), vocab, merges };
 }
@@ -150,15 +151,7 @@ export class BpeEncoder {
         if (r !== undefined && r < bestRank) [best, bestRank] = [i, r];
       }
       if (best < 0) break;
-      const [a, b] = [s[best], s[best + 1]];
-      const out: string[] = [];
-      for (let i = 0; i < s.length; i++) {
-        if (i + 1 < s.length && s[i] === a && s[i + 1] === b) {
-          out.push(a + b);
-          i++;
-        } else out.push(s[i]);
-      }
-      s = out;
+      s = mergePair(s, s[best], s[best + 1]);
     }
     const ids = s.map((t) => this.ids.get(t)!);
     this.cache.set(w, ids);

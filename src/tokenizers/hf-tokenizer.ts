@@ -4,6 +4,7 @@
  * GGUF models never need it.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { HooklensError, fail } from '../errors.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -30,4 +31,20 @@ export async function loadHfTokenizer(dir: string): Promise<Tokenizer | null> {
     eosTokenId: id(tok.eos_token_id),
     padTokenId: id(tok.pad_token_id),
   };
+}
+
+/**
+ * A tokenizer from in-memory tokenizer.json / tokenizer_config.json contents, through the same
+ * files on disk users load (a temporary directory, removed afterwards) — for training scripts that
+ * evaluate with exactly what they will ship.
+ */
+export async function hfTokenizerFromJson(tokenizerJson: object, tokenizerConfig: object): Promise<Tokenizer> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hooklens-tok-'));
+  try {
+    fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(tokenizerJson));
+    fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfig));
+    return (await loadHfTokenizer(dir))!;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
