@@ -1,12 +1,17 @@
 /**
- * Train the deeper IOI model meant for datasets/ioi-gpt2-deep (not shipped yet: 5000 steps do not
- * reach the held-out bar; see README, "IOI"): GPT-2 architecture, a
- * byte-level BPE tokenizer trained on its own corpus, and a corpus that defeats positional
- * shortcuts (datasets/ioi-deep-corpus.ts). Seeded and deterministic (single-threaded wasm
- * kernels, data drawn from (seed, step)), resumable from an atomic checkpoint, interruptible
- * (Ctrl-C saves).
+ * Train the deeper IOI model of datasets/ioi-gpt2-deep: GPT-2 architecture, a byte-level BPE
+ * tokenizer trained on its own corpus, and a corpus that defeats positional shortcuts
+ * (datasets/ioi-deep-corpus.ts). Two phases with one optimizer:
+ *  1. --steps (5000) on the fixed templates (and --compose of the first grammar), stories,
+ *     filler and name lists;
+ *  2. --phase2-steps (3000), the learning rate restarted, on the wide grammar (S2 in many roles,
+ *     insertions of varying length between S2 and its verb, distractors before and after S2)
+ *     with made-up names in part of the IOI sentences, so that only a name-agnostic
+ *     "suppress the repeated name" mechanism answers every sentence.
+ * Seeded and deterministic (single-threaded wasm kernels, data drawn from (seed, step)),
+ * resumable from an atomic checkpoint (also across the phases), interruptible (Ctrl-C saves).
  *
- *   npx tsx scripts/train-ioi-deep.ts [--steps 5000] [--out datasets/ioi-gpt2-deep] [--checkpoint DIR]
+ *   npx tsx scripts/train-ioi-deep.ts [--steps 5000] [--phase2-steps 3000] [--out datasets/ioi-gpt2-deep] [--checkpoint DIR]
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,7 +47,24 @@ const { values } = parseArgs({
     'eval-every': { type: 'string', default: '250' },
     'p-ioi': { type: 'string', default: String(DEEP_MIX.ioi) },
     // Fraction of IOI sentences from the template grammar (composeTemplate) instead of the fixed templates.
-    compose: { type: 'string', default: '0.5' },
+    compose: { type: 'string', default: '0' },
+    // Phase 2 (after --steps): a restarted schedule on the wide grammar (composeWideTemplate).
+    'phase2-steps': { type: 'string', default: '3000' },
+    'phase2-lr': { type: 'string', default: '1e-3' },
+    'phase2-wide': { type: 'string', default: '0.7' },
+    'phase2-p-ioi': { type: 'string', default: '0.6' },
+    // Fraction of phase 2's IOI sentences with made-up names (pseudoNames).
+    'phase2-pseudo': { type: 'string', default: '0.4' },
+    // Fraction of phase 2's wide-grammar templates with an insertion between S2 and its verb.
+    'phase2-insert': { type: 'string', default: '0' },
+    // Phase 2's share of name-list documents, and of held-out names in name lists and filler.
+    // (default: the phase-1 proportions of everything but IOI sentences)
+    'phase2-names': { type: 'string' },
+    'phase2-held-out-share': { type: 'string', default: '0' },
+    // Phase 2's fraction of story documents said twice (for induction heads).
+    'phase2-repeat': { type: 'string', default: '0' },
+    // Phase 2's fraction of wide-grammar templates with S2 in a middle sentence.
+    'phase2-moved': { type: 'string', default: '0' },
   },
 });
 const STEPS = Number(values.steps);
@@ -54,9 +76,19 @@ const LR = Number(values.lr);
 const WARMUP = 300;
 // Documents: IOI sentences with probability p-ioi; the rest keep DEEP_MIX's proportions.
 const P_IOI = Number(values['p-ioi']);
-const restScale = (1 - P_IOI) / (1 - DEEP_MIX.ioi);
 const COMPOSE = Number(values.compose);
-const MIX = { ioi: P_IOI, story: DEEP_MIX.story * restScale, filler: DEEP_MIX.filler * restScale, names: DEEP_MIX.names * restScale };
+/** IOI sentences with probability pIoi, name lists with probability pNames, stories and filler in DEEP_MIX's proportion. */
+const mixWith = (pIoi: number, pNames?: number) => {
+  if (pNames === undefined) {
+    const restScale = (1 - pIoi) / (1 - DEEP_MIX.ioi);
+    return { ioi: pIoi, story: DEEP_MIX.story * restScale, filler: DEEP_MIX.filler * restScale, names: DEEP_MIX.names * restScale };
+  }
+  const restScale = (1 - pIoi - pNames) / (DEEP_MIX.story + DEEP_MIX.filler);
+  return { ioi: pIoi, story: DEEP_MIX.story * restScale, filler: DEEP_MIX.filler * restScale, names: pNames };
+};
+const MIX = mixWith(P_IOI);
+const PHASE2 = { steps: Number(values['phase2-steps']), lr: Number(values['phase2-lr']), wide: Number(values['phase2-wide']), mix: mixWith(Number(values['phase2-p-ioi']), values['phase2-names'] === undefined ? undefined : Number(values['phase2-names'])), heldOutShare: Number(values['phase2-held-out-share']), repeat: Number(values['phase2-repeat']), moved: Number(values['phase2-moved']), pseudo: Number(values['phase2-pseudo']), insert: Number(values['phase2-insert']), warmup: 100 };
+const TOTAL = STEPS + PHASE2.steps;
 
 await initBackend();
 // The tokenizer is a function of the corpus alone (trained in ~5 s), so a resumed run rebuilds it identically.
@@ -65,7 +97,10 @@ const encoder = new BpeEncoder(bpe.vocab, bpe.merges);
 const { tokenizerJson, tokenizerConfig } = bpeTokenizerFiles(bpe.vocab, bpe.merges);
 const shape: Gpt2Shape = { nLayers: Number(values.layers), dModel: D, nHeads: Number(values.heads), dMlp: 4 * D, nCtx: T, dVocab: bpe.vocab.length };
 const cfg = gpt2Config(gpt2ConfigJson(shape), 'train-ioi-deep');
-const trainer = new CausalLmTrainer(cfg, initGpt2Weights(cfg, SEED), { peak: LR, warmup: WARMUP, total: STEPS });
+const trainer = new CausalLmTrainer(cfg, initGpt2Weights(cfg, SEED), [
+  { peak: LR, warmup: WARMUP, total: STEPS },
+  { from: STEPS, peak: PHASE2.lr, warmup: PHASE2.warmup, total: PHASE2.steps },
+]);
 
 // Evaluation through the tokenizer files we ship, so it sees exactly what users will.
 const tokenizer = await hfTokenizerFromJson(tokenizerJson, tokenizerConfig);
@@ -97,11 +132,15 @@ const t0 = performance.now();
 const secondsBefore = log.length ? log[log.length - 1].seconds : 0;
 let emaLoss = 0;
 let step = start;
-for (; step < STEPS && !interrupted; step++) {
-  const loss = trainer.step(step, deepTrainingBatch((t) => encoder.encode(t), 0, SEED, step, BATCH, T, MIX, COMPOSE), BATCH, T);
+/** Batch `step`: phase 1's corpus, then phase 2's (both a function of (seed, step) alone). */
+const batchAt = (step: number) =>
+  deepTrainingBatch(encode, 0, SEED, step, BATCH, T, step < STEPS ? { mix: MIX, compose: COMPOSE } : { mix: PHASE2.mix, wide: PHASE2.wide, pseudo: PHASE2.pseudo, insert: PHASE2.insert, heldOutShare: PHASE2.heldOutShare, repeat: PHASE2.repeat, moved: PHASE2.moved });
+const encode = (t: string) => encoder.encode(t);
+for (; step < TOTAL && !interrupted; step++) {
+  const loss = trainer.step(step, batchAt(step), BATCH, T);
   emaLoss = step === start ? loss : 0.98 * emaLoss + 0.02 * loss;
-  bar.update(step + 1, STEPS);
-  if ((step + 1) % Number(values['eval-every']) === 0 || step + 1 === STEPS) {
+  bar.update(step + 1, TOTAL);
+  if ((step + 1) % Number(values['eval-every']) === 0 || step + 1 === TOTAL) {
     const e = evaluate();
     const seconds = secondsBefore + (performance.now() - t0) / 1000;
     log.push({ step: step + 1, loss: emaLoss, seconds, eval: e });
@@ -123,13 +162,13 @@ writeFileAtomic(
   JSON.stringify(
     {
       seed: SEED,
-      steps: STEPS,
+      steps: TOTAL,
+      phase1: { steps: STEPS, mix: MIX, compose: COMPOSE },
+      phase2: PHASE2,
       batch: BATCH,
       seqLen: T,
       shape,
-      optimizer: `adam(0.9, 0.98), peak lr ${LR}, warmup ${WARMUP}, cosine to ${LR / 10}`,
-      mix: MIX,
-      compose: COMPOSE,
+      optimizer: `adam(0.9, 0.98); phase 1: peak lr ${LR}, warmup ${WARMUP}, cosine to ${LR / 10}; phase 2: restart at ${PHASE2.lr}, warmup ${PHASE2.warmup}, cosine to ${PHASE2.lr / 10}`,
       trainingSeconds: log.length ? log[log.length - 1].seconds : null,
       machine: 'tfjs wasm, one thread',
       final,

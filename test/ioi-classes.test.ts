@@ -8,7 +8,7 @@ import { loadModel } from '../src/models/load.js';
 import type { HookedModel } from '../src/hooks/hooked-model.js';
 import { ioiPromptPairs, namesKnownTo } from '../src/circuits/ioi-report.js';
 import { ioiPositions } from '../src/circuits/roles.js';
-import { backupNameMoverTest, duplicateTokenPathTest, sInhibitionAttentionTest } from '../src/circuits/ioi-classes.js';
+import { backupNameMoverTest, duplicateTokenPathTest, repeatSensitivityTest, sInhibitionAttentionTest } from '../src/circuits/ioi-classes.js';
 import { pathPatching } from '../src/circuits/path-patching.js';
 import type { PromptPair } from '../src/patching/pairs.js';
 
@@ -23,6 +23,31 @@ describe('IOI class tests (S-inhibition attention, backup name movers) on the sh
     pairs = ioiPromptPairs(model, generateIoiPrompts({ ...IOI_MODEL_SPLIT.test, names, n: 12, seed: 4, tokenizer: model.tokenizer!, requireSameLength: true }));
   });
   afterAll(() => model?.dispose());
+
+  it('repeat-or-position control: the attention END → S2 read off the pattern by hand, and the shipped S-suppression head a0.h1 keeps it when S2 is not repeated', () => {
+    const positions = pairs.map((p, i) => ioiPositions(p, i));
+    const heads = [{ layer: 0, head: 1 }, { layer: 2, head: 3 }];
+    const t = repeatSensitivityTest(model, pairs, positions, heads);
+    const byHand = (ids: number[][], h: { layer: number; head: number }) => {
+      let sum = 0;
+      ids.forEach((row, n) => {
+        const { logits, cache } = model.runWithCache([row], { names: [`blocks.${h.layer}.attn.hook_pattern`], finalPositionOnly: true });
+        const a = cache.get(`blocks.${h.layer}.attn.hook_pattern`)!.arraySync() as number[][][][];
+        sum += a[0][h.head][positions[n].end][positions[n].s2];
+        logits.dispose();
+        cache.dispose();
+      });
+      return sum / ids.length;
+    };
+    for (const [i, h] of heads.entries()) {
+      expect(t.heads[i].id).toBe(`a${h.layer}.h${h.head}`);
+      expect(t.heads[i].clean).toBeCloseTo(byHand(pairs.map((p) => p.clean), h), 5);
+      expect(t.heads[i].corrupt).toBeCloseTo(byHand(pairs.map((p) => p.corrupt), h), 5);
+    }
+    // The positional shortcut of the 3-layer model (README): "the latest name", repeated or not.
+    expect(t.heads[0].clean).toBeGreaterThan(0.7);
+    expect(t.heads[0].ratio).toBeGreaterThan(0.9);
+  });
 
   it('S-inhibition test: no senders changes nothing; patching every earlier head at END moves the receivers’ attention', () => {
     const positions = pairs.map((p, i) => ioiPositions(p, i));
@@ -73,6 +98,7 @@ describe('IOI class tests (S-inhibition attention, backup name movers) on the sh
     const before = tf.memory().numTensors;
     sInhibitionAttentionTest(model, pairs, positions, [{ layer: 0, head: 0 }], recv);
     backupNameMoverTest(model, pairs, [{ layer: 0, head: 1 }]);
+    repeatSensitivityTest(model, pairs, positions, recv);
     expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -9,6 +9,24 @@ import { gpt2ConfigJson } from '../src/training/gpt2-checkpoint.js';
 import { restoreCheckpoint, saveCheckpoint } from '../src/training/checkpoint.js';
 import { initBackend } from '../src/backend/index.js';
 
+describe('the learning-rate schedule', () => {
+  it('warms up, decays by cosine to peak/10, and a second phase restarts it from its own first step', async () => {
+    await initBackend();
+    const cfg = gpt2Config(gpt2ConfigJson({ nLayers: 1, dModel: 8, nHeads: 2, dMlp: 16, nCtx: 4, dVocab: 11 }), 'lr-test');
+    const one = new CausalLmTrainer(cfg, initGpt2Weights(cfg, 1), { peak: 1, warmup: 10, total: 110 });
+    expect([one.learningRate(0), one.learningRate(9), one.learningRate(60), one.learningRate(110), one.learningRate(500)]).toEqual([0.1, 1, 0.55, 0.1, 0.1].map((x) => expect.closeTo(x, 12)));
+    one.dispose();
+    const two = new CausalLmTrainer(cfg, initGpt2Weights(cfg, 1), [
+      { peak: 1, warmup: 10, total: 110 },
+      { from: 110, peak: 0.5, warmup: 5, total: 25 },
+    ]);
+    expect([two.learningRate(60), two.learningRate(109), two.learningRate(110), two.learningRate(114), two.learningRate(135)]).toEqual(
+      [0.55, 0.1, 0.1, 0.5, 0.05].map((x) => expect.closeTo(x, 3)),
+    );
+    two.dispose();
+  });
+});
+
 describe('training checkpoints', () => {
   it('N steps, save, restore in a new trainer, N more: the weights of 2N straight steps (to float rounding)', async () => {
     await initBackend();

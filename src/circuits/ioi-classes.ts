@@ -8,6 +8,8 @@
  *    effect on the logit difference again; heads whose direct effect grows take over.
  *  - Duplicate-token / induction heads: path-patch their output into the S-inhibition heads'
  *    values only.
+ * And one control the paper's circuit passes by construction but small trained models often do
+ * not: whether an answer-writing head finds S by its repetition or by its place.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
@@ -125,5 +127,47 @@ export function duplicateTokenPathTest(model: HookedModel, pairs: PromptPair[], 
     senders: [...senders],
     receivers: [...receivers],
     effects: senders.map((h) => ({ id: headId(h.layer, h.head), layer: h.layer, head: h.head, effect: r.scores[h.layer][h.head] })),
+  };
+}
+
+export interface RepeatSensitivityTest {
+  /** Per head: mean attention END → the S2 position on the clean prompts and on the corrupted ones (where that name is not repeated). */
+  heads: { id: string; layer: number; head: number; clean: number; corrupt: number; ratio: number }[];
+}
+
+/**
+ * Does a head find S because S is repeated, or because of where S2 stands? On the corrupted
+ * (ABC) prompts the S2 position holds a name said only once: a head that detects the repeat
+ * attends there much less (ratio corrupt / clean ≪ 1); one that tracks the position or the
+ * syntax (the last clause's subject, the latest name) attends as before (ratio ≈ 1) — the
+ * shortcut the shipped models' S-suppression heads take.
+ */
+export function repeatSensitivityTest(model: HookedModel, pairs: PromptPair[], positions: readonly IoiPositions[], heads: readonly HeadRef[]): RepeatSensitivityTest {
+  const { clean, corrupt, T } = pairBatches(model, pairs);
+  const layers = [...new Set(heads.map((h) => h.layer))];
+  const names = layers.map((l) => hookName(model.cfg, l, 'attn.hook_pattern'));
+  const toS2 = (tokens: typeof clean): Map<string, number> => {
+    const { logits, cache } = model.runWithCache(tokens, { names, finalPositionOnly: true });
+    logits.dispose();
+    try {
+      const out = new Map<string, number>();
+      for (const h of heads) {
+        // pattern [N, H, T, T]: row END, column S2, averaged over the pairs.
+        const a = cache.get(hookName(model.cfg, h.layer, 'attn.hook_pattern')).dataSync();
+        const H = model.cfg.nHeads;
+        out.set(headId(h.layer, h.head), positions.reduce((sum, p, n) => sum + a[((n * H + h.head) * T + p.end) * T + p.s2], 0) / positions.length);
+      }
+      return out;
+    } finally {
+      cache.dispose();
+    }
+  };
+  const c = toS2(clean);
+  const x = toS2(corrupt);
+  return {
+    heads: heads.map((h) => {
+      const id = headId(h.layer, h.head);
+      return { id, layer: h.layer, head: h.head, clean: c.get(id)!, corrupt: x.get(id)!, ratio: x.get(id)! / c.get(id)! };
+    }),
   };
 }

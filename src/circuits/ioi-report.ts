@@ -52,7 +52,7 @@ import { graphToJson, graphToSvg, LOGITS_ID, type CircuitEdge, type CircuitGraph
 import { relevanceConservation, type Conservation } from '../patching/conservation.js';
 import { DEFAULT_RELP_RULES, type RelpRule } from '../models/grad-rules.js';
 import { ioiHeadEvidence, ioiPositions, rolesFromEvidence, type HeadRole, type IoiEvidence, type IoiEvidenceOptions } from './roles.js';
-import { backupNameMoverTest, duplicateTokenPathTest, sInhibitionAttentionTest, type BackupTest, type DuplicateTokenPathTest, type SInhibitionAttentionTest } from './ioi-classes.js';
+import { backupNameMoverTest, duplicateTokenPathTest, repeatSensitivityTest, sInhibitionAttentionTest, type BackupTest, type DuplicateTokenPathTest, type RepeatSensitivityTest, type SInhibitionAttentionTest } from './ioi-classes.js';
 
 export const IOI_COMPONENTS: readonly Component[] = ['resid_pre', 'attn_out', 'mlp_out', 'head_out'];
 export const IOI_METHODS: readonly Method[] = ['activation', 'atp', 'relp'];
@@ -172,6 +172,8 @@ export interface IoiStudyResult {
     backup: BackupTest | null;
     /** Duplicate-token / induction heads path-patched into the S-inhibition heads' values (null without both classes). */
     duplicateToken: DuplicateTokenPathTest | null;
+    /** The answer-writing heads' attention END → S2 position on clean vs corrupted prompts: repeat or position? */
+    repeat: RepeatSensitivityTest | null;
   };
   /** Faithfulness keeping each prefix of the activation-patching order (all nodes), with the steps where it falls. */
   curve: AblationCurve;
@@ -402,7 +404,10 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     sInhibition: movers.length && inhibitors.length ? sInhibitionAttentionTest(model, pairs, positions, inhibitors, movers) : null,
     backup: movers.length ? backupNameMoverTest(model, pairs, movers, ablationOpts) : null,
     duplicateToken: null,
+    repeat: null,
   };
+  const answerHeads = headsOnly(ablation.heads);
+  if (answerHeads.length) classes.repeat = repeatSensitivityTest(model, pairs, positions, answerHeads);
   const sInhibitionHeads = roleHeads('s_inhibition');
   const duplicates = [...roleHeads('duplicate_token'), ...roleHeads('induction')].filter((h, i, xs) => xs.findIndex((x) => x.layer === h.layer && x.head === h.head) === i && sInhibitionHeads.some((r) => r.layer > h.layer));
   if (duplicates.length && sInhibitionHeads.length) classes.duplicateToken = duplicateTokenPathTest(model, pairs, duplicates, sInhibitionHeads);
@@ -642,6 +647,7 @@ export function ioiSummary(r: IoiStudyResult) {
             receivers: r.classes.sInhibition.receivers.map((x) => ({ id: x.id, ioBefore: r6(x.ioBefore), ioAfter: r6(x.ioAfter), sBefore: r6(x.sBefore), sAfter: r6(x.sAfter) })),
           }
         : null,
+      repeat: r.classes.repeat ? r.classes.repeat.heads.map((h) => ({ id: h.id, clean: r6(h.clean), corrupt: r6(h.corrupt), ratio: r6(h.ratio) })) : null,
       duplicateToken: r.classes.duplicateToken ? { receivers: r.classes.duplicateToken.receivers.map((h) => headId(h.layer, h.head)), effects: r.classes.duplicateToken.effects.map((e) => ({ id: e.id, effect: r6(e.effect) })) } : null,
       backup: r.classes.backup
         ? {
@@ -769,6 +775,13 @@ function classLines(r: IoiStudyResult): string[] {
   if (b) {
     out.push(`Backup test: mean-ablating the name movers ${b.ablated.map((h) => headId(h.layer, h.head)).join(', ')} takes LD ${f3(b.ldBefore)} → ${f3(b.ldAfter)}; heads whose direct effect grows: ${b.backup.length ? b.backup.map((h) => `${headId(h.layer, h.head)} (+${f3(h.score)})`).join(', ') : 'none'}`);
   } else out.push('Backup test: not run (no name movers found)');
+  const rep = r.classes.repeat;
+  if (rep) {
+    out.push(
+      `Repeat or position? Attention END → the S2 position, clean prompts vs corrupted ones (there that name is said once): ${rep.heads.map((h) => `${h.id} ${f3(h.clean)} → ${f3(h.corrupt)} (×${f3(h.ratio)})`).join(', ')}` +
+        (rep.heads.some((h) => h.ratio >= 0.5) ? ' — a ratio near 1 means the head attends to that place whether or not the name there repeats: it finds S by position or syntax, not by duplicate detection' : ' — attention falls when the name is not repeated: the head finds S by its repetition'),
+    );
+  }
   const drops = r.curve.drops;
   out.push(
     drops.length

@@ -72,6 +72,17 @@ function editFeeds(edits: readonly DirectionEdit[], T: number, from = 0): Record
 }
 
 /** A patched run for runPatchedSuffix: joins at block `layer` with its residual and patch. */
+/** What every block call of one runPatchedSuffix shares: patch points, edits, rows per run, positions, base keys/values. */
+interface SuffixRun {
+  pointSuffixes: readonly string[];
+  edits: readonly DirectionEdit[];
+  /** Rows per run. */
+  b: number;
+  T: number;
+  from: number;
+  past: readonly { k: HostTensor; v: HostTensor }[];
+}
+
 export interface PatchedRun {
   layer: number;
   residPre: HostTensor;
@@ -313,6 +324,7 @@ export class OnnxForward {
     // and values), when no edit sits in it; rows patched in it need all its positions.
     const trimLast = editsIn(edits, last).length === 0;
     const rowsOf = (x: HostTensor) => Array.from({ length: x.shape[0] / b }, (_, r) => sliceRows(x, r * b, (r + 1) * b));
+    const suffix: SuffixRun = { pointSuffixes, edits, b, T: tokens.seqLen, from, past };
     let resid: HostTensor | null = null;
     let k = 0;
     for (let l = runs[0].layer; ; l++) {
@@ -320,7 +332,7 @@ export class OnnxForward {
       while (j < runs.length && runs[j].layer === l) j++;
       const entering = runs.slice(k, j);
       if (l < last || !trimLast) {
-        resid = await this.blockCall(l, pointSuffixes, edits, false, entering, resid, k, b, past[l], tokens.seqLen, from, common(j));
+        resid = await this.blockCall(suffix, l, { entering, carried: resid, k0: k }, common(j));
         k = j;
         if (l === last) return rowsOf(await this.head(resid, common(k), columns, false));
         continue;
@@ -328,11 +340,11 @@ export class OnnxForward {
       // The trimmed last block: rows that joined earlier, then (in their own call) rows patched here.
       const out: HostTensor[] = [];
       if (k > 0) {
-        const x = await this.blockCall(l, pointSuffixes, edits, true, [], resid, k, b, past[l], tokens.seqLen, from, common(k));
+        const x = await this.blockCall(suffix, l, { entering: [], carried: resid, k0: k, finalRowOnly: true }, common(k));
         out.push(...rowsOf(await this.head(x, common(k), columns, true)));
       }
       if (entering.length) {
-        const x = await this.blockCall(l, pointSuffixes, edits, false, entering, null, 0, b, past[l], tokens.seqLen, from, common(entering.length));
+        const x = await this.blockCall(suffix, l, { entering, carried: null, k0: 0 }, common(entering.length));
         out.push(...rowsOf(await this.head(x, common(entering.length), columns, false)));
       }
       return out;
@@ -343,7 +355,13 @@ export class OnnxForward {
    * One block over the rows so far (`carried`, k0 runs of b rows, patch idle) and the runs that
    * enter at this block (their residPre and patch): the block's resid_out for all of them.
    */
-  private async blockCall(l: number, pointSuffixes: readonly string[], edits: readonly DirectionEdit[], finalRowOnly: boolean, entering: readonly PatchedRun[], carried: HostTensor | null, k0: number, b: number, past: { k: HostTensor; v: HostTensor }, T: number, from: number, common: ReturnType<OnnxForward['stepFeeds']>): Promise<HostTensor> {
+  private async blockCall(
+    { pointSuffixes, edits, b, T, from, past: pastAll }: SuffixRun,
+    l: number,
+    { entering, carried, k0, finalRowOnly = false }: { entering: readonly PatchedRun[]; carried: HostTensor | null; k0: number; finalRowOnly?: boolean },
+    common: ReturnType<OnnxForward['stepFeeds']>,
+  ): Promise<HostTensor> {
+    const past = pastAll[l];
     const o = this.blockVariant(l, pointSuffixes, edits, finalRowOnly);
     const points = o.patch.hooks;
     const k = k0 + entering.length;

@@ -58,6 +58,15 @@ export function initGpt2Weights(cfg: ModelConfig, seed: number): Map<string, Raw
   return out;
 }
 
+/** One learning-rate phase: `total` steps counted from its first step `from` (default 0). */
+export interface LrPhase {
+  peak: number;
+  warmup: number;
+  total: number;
+  min?: number;
+  from?: number;
+}
+
 export class CausalLmTrainer {
   readonly vars = new Map<string, tf.Variable>();
   private readonly optimizer: tf.AdamOptimizer;
@@ -65,19 +74,25 @@ export class CausalLmTrainer {
   constructor(
     readonly cfg: ModelConfig,
     weights: Map<string, RawTensor>,
-    private readonly lr: { peak: number; warmup: number; total: number; min?: number },
+    private readonly lr: LrPhase | LrPhase[],
   ) {
     if (cfg.architecture !== 'gpt2') fail('CausalLmTrainer trains GPT-2-style models (tied embeddings)');
     for (const [name, t] of weights) this.vars.set(name, tf.variable(tf.tensor(t.data, t.shape, 'float32'), true, name));
-    this.optimizer = tf.train.adam(lr.peak, 0.9, 0.98, 1e-8);
+    this.optimizer = tf.train.adam(this.learningRate(0), 0.9, 0.98, 1e-8);
   }
 
-  /** Linear warm-up, then cosine decay to `min` (default peak/10). */
+  /**
+   * Linear warm-up, then cosine decay to `min` (default peak/10). Several phases (each `from` its
+   * first step) restart the schedule, e.g. for a second training phase on another corpus.
+   */
   learningRate(step: number): number {
-    const { peak, warmup, total } = this.lr;
-    const min = this.lr.min ?? peak / 10;
-    if (step < warmup) return (peak * (step + 1)) / warmup;
-    const p = Math.min(1, (step - warmup) / Math.max(1, total - warmup));
+    const phases = Array.isArray(this.lr) ? this.lr : [this.lr];
+    const phase = phases.filter((p) => (p.from ?? 0) <= step).at(-1) ?? phases[0];
+    const { peak, warmup, total } = phase;
+    const min = phase.min ?? peak / 10;
+    const local = step - (phase.from ?? 0);
+    if (local < warmup) return (peak * (local + 1)) / warmup;
+    const p = Math.min(1, (local - warmup) / Math.max(1, total - warmup));
     return min + 0.5 * (peak - min) * (1 + Math.cos(Math.PI * p));
   }
 
