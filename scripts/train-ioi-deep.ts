@@ -27,7 +27,7 @@ import { gpt2ConfigJson, gpt2HfTensors, writeGpt2Directory, type Gpt2Shape } fro
 import { BpeEncoder, bpeTokenizerFiles, trainBpe } from '../src/tokenizers/bpe-trainer.js';
 import { progressBar } from '../src/cli/progress.js';
 import { hfTokenizerFromJson } from '../src/tokenizers/hf-tokenizer.js';
-import { DEEP_MIX, bpeTrainingTexts, deepTrainingBatch } from '../datasets/ioi-deep-corpus.js';
+import { DEEP_MIX, bpeTrainingTexts, deepTrainingBatch, type CorpusOptions } from '../datasets/ioi-deep-corpus.js';
 import { deepEvalSets } from '../datasets/ioi-deep-eval.js';
 import { evaluateIoi } from '../datasets/ioi-eval.js';
 
@@ -67,17 +67,23 @@ const { values } = parseArgs({
     'phase2-moved': { type: 'string', default: '0' },
   },
 });
-const STEPS = Number(values.steps);
-const SEED = Number(values.seed);
-const BATCH = Number(values.batch);
-const T = Number(values['seq-len']);
-const D = Number(values['d-model']);
-const LR = Number(values.lr);
+/** A numeric option, or a one-line error naming it. */
+function num(name: keyof typeof values, lo: number, hi: number): number {
+  const x = Number(values[name]);
+  if (!(x >= lo && x <= hi)) {
+    console.error(`train-ioi-deep: error: --${name}: expected a number in [${lo}, ${hi}], got '${values[name]}'`);
+    process.exit(2);
+  }
+  return x;
+}
+const STEPS = num('steps', 0, 1e7);
+const SEED = num('seed', 0, 2 ** 31);
+const BATCH = num('batch', 1, 4096);
+const T = num('seq-len', 2, 4096);
+const D = num('d-model', 4, 4096);
+const LR = num('lr', 0, 1);
 const WARMUP = 300;
-// Documents: IOI sentences with probability p-ioi; the rest keep DEEP_MIX's proportions.
-const P_IOI = Number(values['p-ioi']);
-const COMPOSE = Number(values.compose);
-/** IOI sentences with probability pIoi, name lists with probability pNames, stories and filler in DEEP_MIX's proportion. */
+/** IOI sentences with probability pIoi; name lists with probability pNames (default: DEEP_MIX's share of the rest); stories and filler in DEEP_MIX's proportion. */
 const mixWith = (pIoi: number, pNames?: number) => {
   if (pNames === undefined) {
     const restScale = (1 - pIoi) / (1 - DEEP_MIX.ioi);
@@ -86,16 +92,30 @@ const mixWith = (pIoi: number, pNames?: number) => {
   const restScale = (1 - pIoi - pNames) / (DEEP_MIX.story + DEEP_MIX.filler);
   return { ioi: pIoi, story: DEEP_MIX.story * restScale, filler: DEEP_MIX.filler * restScale, names: pNames };
 };
-const MIX = mixWith(P_IOI);
-const PHASE2 = { steps: Number(values['phase2-steps']), lr: Number(values['phase2-lr']), wide: Number(values['phase2-wide']), mix: mixWith(Number(values['phase2-p-ioi']), values['phase2-names'] === undefined ? undefined : Number(values['phase2-names'])), heldOutShare: Number(values['phase2-held-out-share']), repeat: Number(values['phase2-repeat']), moved: Number(values['phase2-moved']), pseudo: Number(values['phase2-pseudo']), insert: Number(values['phase2-insert']), warmup: 100 };
+const PHASE1: CorpusOptions = { mix: mixWith(num('p-ioi', 0, 1)), compose: num('compose', 0, 1) };
+const PHASE2 = {
+  steps: num('phase2-steps', 0, 1e7),
+  lr: num('phase2-lr', 0, 1),
+  warmup: 100,
+  corpus: {
+    mix: mixWith(num('phase2-p-ioi', 0, 1), values['phase2-names'] === undefined ? undefined : num('phase2-names', 0, 1)),
+    wide: num('phase2-wide', 0, 1),
+    pseudo: num('phase2-pseudo', 0, 1),
+    insert: num('phase2-insert', 0, 1),
+    heldOutShare: num('phase2-held-out-share', 0, 1),
+    repeat: num('phase2-repeat', 0, 1),
+    moved: num('phase2-moved', 0, 1),
+  } satisfies CorpusOptions,
+};
 const TOTAL = STEPS + PHASE2.steps;
+const EVAL_EVERY = num('eval-every', 1, 1e7);
 
 await initBackend();
 // The tokenizer is a function of the corpus alone (trained in ~5 s), so a resumed run rebuilds it identically.
-const bpe = trainBpe(bpeTrainingTexts(), Number(values.vocab));
+const bpe = trainBpe(bpeTrainingTexts(), num('vocab', 300, 1e6));
 const encoder = new BpeEncoder(bpe.vocab, bpe.merges);
 const { tokenizerJson, tokenizerConfig } = bpeTokenizerFiles(bpe.vocab, bpe.merges);
-const shape: Gpt2Shape = { nLayers: Number(values.layers), dModel: D, nHeads: Number(values.heads), dMlp: 4 * D, nCtx: T, dVocab: bpe.vocab.length };
+const shape: Gpt2Shape = { nLayers: num('layers', 1, 64), dModel: D, nHeads: num('heads', 1, 64), dMlp: 4 * D, nCtx: T, dVocab: bpe.vocab.length };
 const cfg = gpt2Config(gpt2ConfigJson(shape), 'train-ioi-deep');
 const trainer = new CausalLmTrainer(cfg, initGpt2Weights(cfg, SEED), [
   { peak: LR, warmup: WARMUP, total: STEPS },
@@ -133,14 +153,13 @@ const secondsBefore = log.length ? log[log.length - 1].seconds : 0;
 let emaLoss = 0;
 let step = start;
 /** Batch `step`: phase 1's corpus, then phase 2's (both a function of (seed, step) alone). */
-const batchAt = (step: number) =>
-  deepTrainingBatch(encode, 0, SEED, step, BATCH, T, step < STEPS ? { mix: MIX, compose: COMPOSE } : { mix: PHASE2.mix, wide: PHASE2.wide, pseudo: PHASE2.pseudo, insert: PHASE2.insert, heldOutShare: PHASE2.heldOutShare, repeat: PHASE2.repeat, moved: PHASE2.moved });
 const encode = (t: string) => encoder.encode(t);
+const batchAt = (step: number) => deepTrainingBatch(encode, 0, SEED, step, BATCH, T, step < STEPS ? PHASE1 : PHASE2.corpus);
 for (; step < TOTAL && !interrupted; step++) {
   const loss = trainer.step(step, batchAt(step), BATCH, T);
   emaLoss = step === start ? loss : 0.98 * emaLoss + 0.02 * loss;
   bar.update(step + 1, TOTAL);
-  if ((step + 1) % Number(values['eval-every']) === 0 || step + 1 === TOTAL) {
+  if ((step + 1) % EVAL_EVERY === 0 || step + 1 === TOTAL) {
     const e = evaluate();
     const seconds = secondsBefore + (performance.now() - t0) / 1000;
     log.push({ step: step + 1, loss: emaLoss, seconds, eval: e });
@@ -163,7 +182,7 @@ writeFileAtomic(
     {
       seed: SEED,
       steps: TOTAL,
-      phase1: { steps: STEPS, mix: MIX, compose: COMPOSE },
+      phase1: { steps: STEPS, ...PHASE1 },
       phase2: PHASE2,
       batch: BATCH,
       seqLen: T,
