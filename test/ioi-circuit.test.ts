@@ -101,6 +101,17 @@ describe('IOI circuit study on the shipped model', () => {
     expect(result.circuit.heads.map((h) => h.id)).toEqual(expect.arrayContaining(['a0.h1', 'm0']));
     expect(result.mlps.activation[0]).toBeGreaterThan(0.5);
     expect(result.ablation.basis).toBe('s_suppression');
+    // No induction heads (README), and each head row carries the evidence's pattern scores.
+    expect(Math.max(...result.heads.map((h) => h.induction))).toBeLessThan(0.2);
+    for (const h of result.heads) {
+      expect(h.previousToken).toBe(result.evidence.previousToken[h.layer][h.head]);
+      expect(h.duplicateToken).toBe(result.evidence.duplicateToken[h.layer][h.head]);
+      expect(h.induction).toBe(result.evidence.induction[h.layer][h.head]);
+    }
+    // The repeat-or-position control sees the shortcut: a0.h1 attends to S2's place whether or not the name there repeats.
+    const rep = result.classes.repeat!.heads.find((h) => h.id === 'a0.h1')!;
+    expect(rep.clean).toBeGreaterThan(0.7);
+    expect(rep.ratio).toBeGreaterThan(0.9);
   });
 
   it("ablating the circuit's answer-writing heads drops the logit difference sharply", () => {

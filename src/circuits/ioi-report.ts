@@ -110,6 +110,10 @@ export interface IoiHeadRow {
   /** OV copy / negative copy scores (copy-scores.ts). */
   copy: number;
   negativeCopy: number;
+  /** Attention-pattern scores (head-scores.ts): previous-token and duplicate-token on the clean prompts, induction on repeated random tokens. */
+  previousToken: number;
+  duplicateToken: number;
+  induction: number;
   roles: string[];
   inCircuit: boolean;
 }
@@ -501,6 +505,9 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
     attnToS: evidence.attnToS[h.layer][h.head],
     copy: evidence.copy[h.layer][h.head],
     negativeCopy: evidence.negativeCopy[h.layer][h.head],
+    previousToken: evidence.previousToken[h.layer][h.head],
+    duplicateToken: evidence.duplicateToken[h.layer][h.head],
+    induction: evidence.induction[h.layer][h.head],
     roles: rolesOf(h),
     inCircuit: inCircuit.has(headId(h.layer, h.head)),
   }));
@@ -597,6 +604,9 @@ export function ioiSummary(r: IoiStudyResult) {
       attnToS: r6(h.attnToS),
       copy: r6(h.copy),
       negativeCopy: r6(h.negativeCopy),
+      previousToken: r6(h.previousToken),
+      duplicateToken: r6(h.duplicateToken),
+      induction: r6(h.induction),
       roles: h.roles,
       inCircuit: h.inCircuit,
     })),
@@ -941,15 +951,15 @@ export async function renderIoiReport(r: IoiStudyResult): Promise<string> {
   p.push(
     table(
       'heads',
-      ['node', 'activation', 'AtP', 'RelP', 'direct effect', 'attn END→IO', 'attn END→S', 'copy', 'neg. copy', 'roles', 'in circuit'],
+      ['node', 'activation', 'AtP', 'RelP', 'direct effect', 'attn END→IO', 'attn END→S', 'copy', 'neg. copy', 'prev. token', 'dup. token', 'induction', 'roles', 'in circuit'],
       [
         ...r.heads.map(
           (h) =>
-            `<tr${h.inCircuit ? ' class="in-circuit"' : ''}><td>${escapeHtml(h.id)}</td>${num(h.activation)}${num(h.atp)}${num(h.relp)}${num(h.directEffect)}${num(h.attnToIo)}${num(h.attnToS)}${num(h.copy)}${num(h.negativeCopy)}<td>${escapeHtml(h.roles.join(', ') || '—')}</td><td>${h.inCircuit ? 'yes' : ''}</td></tr>`,
+            `<tr${h.inCircuit ? ' class="in-circuit"' : ''}><td>${escapeHtml(h.id)}</td>${num(h.activation)}${num(h.atp)}${num(h.relp)}${num(h.directEffect)}${num(h.attnToIo)}${num(h.attnToS)}${num(h.copy)}${num(h.negativeCopy)}${num(h.previousToken)}${num(h.duplicateToken)}${num(h.induction)}<td>${escapeHtml(h.roles.join(', ') || '—')}</td><td>${h.inCircuit ? 'yes' : ''}</td></tr>`,
         ),
         ...r.mlps.activation.map((x, l) => {
           const inC = r.circuit.heads.some((n) => isMlp(n) && n.layer === l);
-          return `<tr${inC ? ' class="in-circuit"' : ''}><td>m${l}</td>${num(x)}${num(r.mlps.atp[l])}${num(r.mlps.relp[l])}<td></td><td></td><td></td><td></td><td></td><td>MLP layer</td><td>${inC ? 'yes' : ''}</td></tr>`;
+          return `<tr${inC ? ' class="in-circuit"' : ''}><td>m${l}</td>${num(x)}${num(r.mlps.atp[l])}${num(r.mlps.relp[l])}<td></td><td></td><td></td><td></td><td></td><td></td><td></td><td></td><td>MLP layer</td><td>${inC ? 'yes' : ''}</td></tr>`;
         }),
       ],
     ),
