@@ -92,15 +92,23 @@ function someMiddles(pool: readonly string[], rand: () => number): string[] {
   return Array.from({ length: Math.floor(rand() * 3) }, () => pick(pool, rand)).filter((m, i, xs) => xs.indexOf(m) === i);
 }
 
-export function composeTemplate(rand: () => number): string {
-  const heldOut = new Set([...DEEP_SPLIT.heldOutTemplates]);
+/** Never a held-out template (checked per draw: the grammars cannot rule them out by construction). */
+const HELD_OUT_TEMPLATES = new Set(DEEP_SPLIT.heldOutTemplates);
+
+/** A grammar's template: `build` drawn until, with one distractor at most and a random name order, it is not held out. */
+function drawTemplate(build: () => string, rand: () => number): string {
   for (;;) {
-    const middles = someMiddles(MIDDLES, rand);
-    let t = [pick(OPENERS, rand), ...middles, `${pick(CLOSERS_SUBJECT, rand)} ${pick(CLOSERS_VERB, rand)}`].join(' ');
-    t = oneDistractor(t);
+    let t = oneDistractor(build());
     if (rand() < 0.5) t = swapFirstMentions(t);
-    if (!heldOut.has(t)) return t;
+    if (!HELD_OUT_TEMPLATES.has(t)) return t;
   }
+}
+
+export function composeTemplate(rand: () => number): string {
+  return drawTemplate(() => {
+    const middles = someMiddles(MIDDLES, rand);
+    return [pick(OPENERS, rand), ...middles, `${pick(CLOSERS_SUBJECT, rand)} ${pick(CLOSERS_VERB, rand)}`].join(' ');
+  }, rand);
 }
 
 /**
@@ -168,39 +176,29 @@ function insertion(rand: () => number): string {
 
 /** A template of the wide grammar; with probability `insert` an insertion after a bare S2 and an adjective before the object (no draw when 0). */
 export function composeWideTemplate(rand: () => number, insert = 0, moved = 0): string {
-  const heldOut = new Set([...DEEP_SPLIT.heldOutTemplates]);
-  for (;;) {
+  return drawTemplate(() => {
     const middles = someMiddles(WIDE_MIDDLES, rand);
-    if (moved > 0 && rand() < moved) {
-      // S2 in a middle sentence, then a closing clause without it.
-      let t = [pick(WIDE_OPENERS, rand), pick(MOVED_S2, rand), ...middles, pick(MOVED_CLOSERS, rand)].join(' ');
-      t = oneDistractor(t);
-      if (rand() < 0.5) t = swapFirstMentions(t);
-      if (!heldOut.has(t)) return t;
-      continue;
-    }
+    // S2 in a middle sentence, then a closing clause without it.
+    if (moved > 0 && rand() < moved) return [pick(WIDE_OPENERS, rand), pick(MOVED_S2, rand), ...middles, pick(MOVED_CLOSERS, rand)].join(' ');
     let closer = rand() < 0.25 ? pick(WIDE_OTHER_ROLES, rand) : `${pick(WIDE_SUBJECTS, rand)} ${pick(WIDE_VERBS, rand)}`;
     if (insert > 0 && rand() < insert) {
       // After S2 when it ends the subject (", who knew [D]," and the like already have one).
       closer = closer.replace(/\[B\] (?=[a-z])/, () => `[B], ${insertion(rand)}, `);
       closer = closer.replace('[OBJECT]', () => (rand() < 0.5 ? pick(OBJECT_ADJECTIVES, rand) : '') + '[OBJECT]');
     }
-    let t = [pick(WIDE_OPENERS, rand), ...middles, closer].join(' ');
-    t = oneDistractor(t);
-    if (rand() < 0.5) t = swapFirstMentions(t);
-    if (!heldOut.has(t)) return t;
-  }
+    return [pick(WIDE_OPENERS, rand), ...middles, closer].join(' ');
+  }, rand);
 }
 
 function pick<T>(xs: readonly T[], rand: () => number): T {
   return xs[Math.floor(rand() * xs.length)];
 }
 
-/** Distinct seen names, each from the held-out group with probability `share`, else from the IOI names. */
-function distinctMixed(k: number, share: number, rand: () => number): string[] {
+/** `k` distinct values of `draw`. */
+function distinctDraws(k: number, draw: () => string): string[] {
   const out: string[] = [];
   while (out.length < k) {
-    const n = pick(rand() < share ? DEEP_NAMES.otherTextOnly : DEEP_NAMES.ioi, rand);
+    const n = draw();
     if (!out.includes(n)) out.push(n);
   }
   return out;
@@ -208,12 +206,12 @@ function distinctMixed(k: number, share: number, rand: () => number): string[] {
 
 /** Distinct names from `pool`. */
 function distinct(pool: readonly string[], k: number, rand: () => number): string[] {
-  const out: string[] = [];
-  while (out.length < k) {
-    const n = pick(pool, rand);
-    if (!out.includes(n)) out.push(n);
-  }
-  return out;
+  return distinctDraws(k, () => pick(pool, rand));
+}
+
+/** Distinct seen names, each from the held-out group with probability `share`, else from the IOI names. */
+function distinctMixed(k: number, share: number, rand: () => number): string[] {
+  return distinctDraws(k, () => pick(rand() < share ? DEEP_NAMES.otherTextOnly : DEEP_NAMES.ioi, rand));
 }
 
 /** Sentences of the train stories (the stories corpus's fixed split), loaded once. */

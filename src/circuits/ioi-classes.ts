@@ -17,7 +17,7 @@ import type { PromptPair } from '../patching/pairs.js';
 import { headGrid, headId, hookName, pairBatches, type HeadRef, type HeadScore } from './common.js';
 import { ablationValues, type AblationOptions } from './faithfulness.js';
 import { pathPatching } from './path-patching.js';
-import { endAttention, type IoiPositions } from './roles.js';
+import { endAttention, endAttentionTo, type IoiPositions } from './roles.js';
 
 /** Hooks that replace the z of `heads` by `values[layer]` ([N, T, H, dh]) where the mask is 1 (positions × heads). */
 function replaceZ(model: HookedModel, heads: readonly HeadRef[], values: readonly tf.Tensor[], positions?: readonly number[]): FwdHook[] {
@@ -143,31 +143,11 @@ export interface RepeatSensitivityTest {
  * shortcut the shipped models' S-suppression heads take.
  */
 export function repeatSensitivityTest(model: HookedModel, pairs: PromptPair[], positions: readonly IoiPositions[], heads: readonly HeadRef[]): RepeatSensitivityTest {
-  const { clean, corrupt, T } = pairBatches(model, pairs);
-  const layers = [...new Set(heads.map((h) => h.layer))];
-  const names = layers.map((l) => hookName(model.cfg, l, 'attn.hook_pattern'));
-  const toS2 = (tokens: typeof clean): Map<string, number> => {
-    const { logits, cache } = model.runWithCache(tokens, { names, finalPositionOnly: true });
-    logits.dispose();
-    try {
-      const out = new Map<string, number>();
-      for (const h of heads) {
-        // pattern [N, H, T, T]: row END, column S2, averaged over the pairs.
-        const a = cache.get(hookName(model.cfg, h.layer, 'attn.hook_pattern')).dataSync();
-        const H = model.cfg.nHeads;
-        out.set(headId(h.layer, h.head), positions.reduce((sum, p, n) => sum + a[((n * H + h.head) * T + p.end) * T + p.s2], 0) / positions.length);
-      }
-      return out;
-    } finally {
-      cache.dispose();
-    }
-  };
-  const c = toS2(clean);
-  const x = toS2(corrupt);
+  const { clean, corrupt } = pairBatches(model, pairs);
+  const toS2 = { s2: (p: IoiPositions) => [p.s2] };
+  const c = endAttentionTo(model, clean, positions, toS2).s2;
+  const x = endAttentionTo(model, corrupt, positions, toS2).s2;
   return {
-    heads: heads.map((h) => {
-      const id = headId(h.layer, h.head);
-      return { id, layer: h.layer, head: h.head, clean: c.get(id)!, corrupt: x.get(id)!, ratio: x.get(id)! / c.get(id)! };
-    }),
+    heads: heads.map(({ layer, head }) => ({ id: headId(layer, head), layer, head, clean: c[layer][head], corrupt: x[layer][head], ratio: x[layer][head] / c[layer][head] })),
   };
 }

@@ -404,14 +404,13 @@ export async function runIoiCircuitStudy(model: HookedModel, prompts: readonly I
   const movers = roleHeads('name_mover');
   const inhibitors = roleHeads('s_inhibition').filter((h) => movers.some((m) => m.layer > h.layer));
   const positions = opts.roles?.positions ?? pairs.map((p, i) => ioiPositions(p, i));
+  const answerHeads = headsOnly(ablation.heads);
   const classes: IoiStudyResult['classes'] = {
     sInhibition: movers.length && inhibitors.length ? sInhibitionAttentionTest(model, pairs, positions, inhibitors, movers) : null,
     backup: movers.length ? backupNameMoverTest(model, pairs, movers, ablationOpts) : null,
     duplicateToken: null,
-    repeat: null,
+    repeat: answerHeads.length ? repeatSensitivityTest(model, pairs, positions, answerHeads) : null,
   };
-  const answerHeads = headsOnly(ablation.heads);
-  if (answerHeads.length) classes.repeat = repeatSensitivityTest(model, pairs, positions, answerHeads);
   const sInhibitionHeads = roleHeads('s_inhibition');
   const duplicates = [...roleHeads('duplicate_token'), ...roleHeads('induction')].filter((h, i, xs) => xs.findIndex((x) => x.layer === h.layer && x.head === h.head) === i && sInhibitionHeads.some((r) => r.layer > h.layer));
   if (duplicates.length && sInhibitionHeads.length) classes.duplicateToken = duplicateTokenPathTest(model, pairs, duplicates, sInhibitionHeads);

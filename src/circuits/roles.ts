@@ -25,6 +25,7 @@ import * as tf from '@tensorflow/tfjs';
 import { fail } from '../errors.js';
 import type { FwdHook, HookedModel } from '../hooks/hooked-model.js';
 import type { PromptPair } from '../patching/pairs.js';
+import type { TokenBatch } from '../models/transformer.js';
 import { headGrid, hookName, pairBatches, type HeadRef, type HeadScore } from './common.js';
 import { patternScores, inductionScores, type RepeatedTokensOptions } from './head-scores.js';
 import { pathPatching, type PathPatchingOptions } from './path-patching.js';
@@ -118,18 +119,21 @@ function isSSuppression(ev: Pick<IoiEvidence, 'attnToIo' | 'attnToS' | 'negative
   return -ev.directEffect[l][h] >= t.nameMoverEffect && ev.attnToS[l][h] >= t.nameMoverAttention && ev.attnToS[l][h] > ev.attnToIo[l][h] && ev.negativeCopy[l][h] >= t.copyScore;
 }
 
-/** Mean attention from END to IO and to S (S1 + S2) of every head on the clean prompts, with `fwdHooks` applied. [L][H] each. */
-export function endAttention(model: HookedModel, pairs: PromptPair[], positions: readonly IoiPositions[], fwdHooks?: FwdHook[]): { io: number[][]; s: number[][] } {
+/**
+ * Mean attention from END to each key set's positions (summed within a set), of every head on
+ * `tokens` (one row per entry of `positions`, T tokens each) with `fwdHooks` applied. [L][H] per set.
+ */
+export function endAttentionTo<K extends string>(model: HookedModel, tokens: TokenBatch, positions: readonly IoiPositions[], keys: Record<K, (p: IoiPositions) => number[]>, fwdHooks?: FwdHook[]): Record<K, number[][]> {
   const { cfg } = model;
-  const { clean, T } = pairBatches(model, pairs);
-  const N = pairs.length;
+  const T = tokens.seqLen;
+  const N = positions.length;
   const names = Array.from({ length: cfg.nLayers }, (_, l) => hookName(cfg, l, 'attn.hook_pattern'));
-  const { logits, cache } = model.runWithCache(clean, { names, finalPositionOnly: true, fwdHooks });
+  const { logits, cache } = model.runWithCache(tokens, { names, finalPositionOnly: true, fwdHooks });
   logits.dispose();
-  const attn = (which: 'io' | 's'): number[][] => {
+  const attn = (keysOf: (p: IoiPositions) => number[]): number[][] => {
     const m = new Float32Array(N * T * T);
     positions.forEach((p, n) => {
-      for (const k of which === 'io' ? [p.io] : [p.s1, p.s2]) m[(n * T + p.end) * T + k] += 1 / N;
+      for (const k of keysOf(p)) m[(n * T + p.end) * T + k] += 1 / N;
     });
     const v = tf.tidy(() => {
       const mask = tf.tensor4d(m, [N, 1, T, T]);
@@ -140,10 +144,15 @@ export function endAttention(model: HookedModel, pairs: PromptPair[], positions:
     return headGrid(cfg).map((row, l) => row.map((_, h) => flat[l * cfg.nHeads + h]));
   };
   try {
-    return { io: attn('io'), s: attn('s') };
+    return Object.fromEntries(Object.entries<(p: IoiPositions) => number[]>(keys).map(([k, f]) => [k, attn(f)])) as Record<K, number[][]>;
   } finally {
     cache.dispose();
   }
+}
+
+/** Mean attention from END to IO and to S (S1 + S2) of every head on the clean prompts, with `fwdHooks` applied. [L][H] each. */
+export function endAttention(model: HookedModel, pairs: PromptPair[], positions: readonly IoiPositions[], fwdHooks?: FwdHook[]): { io: number[][]; s: number[][] } {
+  return endAttentionTo(model, pairBatches(model, pairs).clean, positions, { io: (p) => [p.io], s: (p) => [p.s1, p.s2] }, fwdHooks);
 }
 
 export function ioiHeadEvidence(model: HookedModel, pairs: PromptPair[], opts: IoiEvidenceOptions = {}): IoiEvidence {
